@@ -1,0 +1,150 @@
+package testenv
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Kafka is the cluster a test talks to.
+type Kafka struct {
+	Brokers []string
+	// Shared is true when the cluster outlives the test (TEST_KAFKA_BROKERS),
+	// so topic names must be made unique.
+	Shared bool
+}
+
+// NewKafka returns TEST_KAFKA_BROKERS when set, else a kfake cluster of
+// one broker that closes when the test ends.
+func NewKafka(t testing.TB) *Kafka {
+	t.Helper()
+	if b := os.Getenv("TEST_KAFKA_BROKERS"); b != "" {
+		return &Kafka{Brokers: strings.Split(b, ","), Shared: true}
+	}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatalf("kfake: %v", err)
+	}
+	t.Cleanup(c.Close)
+	return &Kafka{Brokers: c.ListenAddrs()}
+}
+
+// Topic returns the name a test should use for base: base itself on a
+// cluster of its own, base with a unique suffix on a shared one.
+func (k *Kafka) Topic(base string) string {
+	if !k.Shared {
+		return base
+	}
+	return base + "-" + uuid.NewString()[:8]
+}
+
+// CreateTopics creates topics with the given number of partitions.
+func (k *Kafka) CreateTopics(t testing.TB, partitions int32, topics ...string) {
+	t.Helper()
+	cl := k.Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := kadm.NewClient(cl).CreateTopics(ctx, partitions, 1, nil, topics...)
+	if err != nil {
+		t.Fatalf("create topics %v: %v", topics, err)
+	}
+	for _, r := range resp {
+		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
+			t.Fatalf("create topic %s: %v", r.Topic, r.Err)
+		}
+	}
+}
+
+// Client returns a plain client of the cluster, closed when the test ends.
+func (k *Kafka) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(k.Brokers...)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// ReadAll consumes topic from the start until want records have arrived or
+// the deadline passes, and returns what it read in partition order.
+func (k *Kafka) ReadAll(t testing.TB, topic string, want int, within time.Duration) []*kgo.Record {
+	t.Helper()
+	cl := k.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	var out []*kgo.Record
+	for len(out) < want {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		out = append(out, fs.Records()...)
+	}
+	return out
+}
+
+// Logger returns a logger that writes into the test's log, and stays quiet
+// once the test has ended (goroutines that outlive it must not fail it).
+func Logger(t testing.TB) *slog.Logger {
+	h := &testHandler{t: t, mu: new(sync.Mutex), done: new(bool)}
+	t.Cleanup(func() {
+		h.mu.Lock()
+		*h.done = true
+		h.mu.Unlock()
+	})
+	return slog.New(h)
+}
+
+type testHandler struct {
+	t     testing.TB
+	mu    *sync.Mutex
+	done  *bool
+	attrs []slog.Attr
+	group string
+}
+
+func (h *testHandler) Enabled(_ context.Context, l slog.Level) bool {
+	return l >= slog.LevelInfo || os.Getenv("TEST_DEBUG") != ""
+}
+
+func (h *testHandler) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(r.Level.String() + " " + r.Message)
+	for _, a := range h.attrs {
+		b.WriteString(" " + a.String())
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		b.WriteString(" " + h.group + a.String())
+		return true
+	})
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !*h.done {
+		h.t.Log(b.String())
+	}
+	return nil
+}
+
+func (h *testHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	c := *h
+	c.attrs = append(append([]slog.Attr(nil), h.attrs...), as...)
+	return &c
+}
+
+func (h *testHandler) WithGroup(name string) slog.Handler {
+	c := *h
+	c.group += name + "."
+	return &c
+}

@@ -1,0 +1,245 @@
+// Package testenv gives integration tests real infrastructure: a fresh,
+// migrated Postgres database per test and a Kafka cluster.
+//
+// Postgres comes from TEST_DATABASE_URL when it is set, else from a
+// testcontainers Postgres when a Docker engine answers, else from the local
+// server at postgres://postgres@127.0.0.1:5432/postgres. Each test gets its
+// own database, cloned from a template migrated once per set of migrations.
+//
+// Kafka comes from TEST_KAFKA_BROKERS when it is set, else from an
+// in-process kfake cluster per test.
+package testenv
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/testcontainers/testcontainers-go"
+	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
+
+	"github.com/eventsaga/eventsaga/internal/pgmigrate"
+)
+
+const localPostgres = "postgres://postgres@127.0.0.1:5432/postgres"
+
+var (
+	serverOnce sync.Once
+	serverURL  string
+	serverErr  error
+)
+
+// server returns the URL of the Postgres server tests use, starting a
+// container the first time if that is where it comes from.
+func server() (string, error) {
+	serverOnce.Do(func() {
+		if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
+			serverURL = u
+			return
+		}
+		if dockerAnswers() {
+			serverURL, serverErr = startContainer()
+			return
+		}
+		serverURL = localPostgres
+	})
+	return serverURL, serverErr
+}
+
+// dockerAnswers reports whether a Docker engine is reachable, quickly and
+// without panicking when there is none.
+func dockerAnswers() (ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	p, err := testcontainers.ProviderDefault.GetProvider()
+	if err != nil {
+		return false
+	}
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	return p.Health(ctx) == nil
+}
+
+// startContainer starts the Postgres container that every test of this
+// process shares; testcontainers' reaper removes it when the process exits.
+func startContainer() (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := tcpostgres.Run(ctx, "postgres:16-alpine",
+		tcpostgres.WithDatabase("postgres"),
+		tcpostgres.WithUsername("postgres"),
+		tcpostgres.WithPassword("postgres"),
+		tcpostgres.BasicWaitStrategies(),
+	)
+	if err != nil {
+		return "", fmt.Errorf("start postgres container: %w", err)
+	}
+	return c.ConnectionString(ctx, "sslmode=disable")
+}
+
+// ServerURL is the URL of the Postgres server tests use, for a test that
+// makes databases of its own.
+func ServerURL(t testing.TB) string {
+	t.Helper()
+	u, err := server()
+	if err != nil {
+		t.Fatalf("postgres: %v", err)
+	}
+	return u
+}
+
+// Postgres returns a pool on a database of its own, migrated with ms and
+// dropped when the test ends. The pool allows 32 connections.
+func Postgres(t testing.TB, ms ...pgmigrate.Migration) *pgxpool.Pool {
+	t.Helper()
+	url := Database(t, ms...)
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 32
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// Database creates a database of its own, migrated with ms, and returns
+// its URL; it is dropped (with whatever is still connected) when the test
+// ends.
+func Database(t testing.TB, ms ...pgmigrate.Migration) string {
+	t.Helper()
+	base := ServerURL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("postgres at %s: %v", redact(base), err)
+	}
+	defer admin.Close(context.Background())
+
+	tmpl, err := template(ctx, admin, base, ms)
+	if err != nil {
+		t.Fatalf("template database: %v", err)
+	}
+	name := "test_" + strings.ReplaceAll(uuid.NewString(), "-", "")
+	if _, err := admin.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", name, tmpl)); err != nil {
+		t.Fatalf("create database: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Logf("drop %s: %v", name, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			t.Logf("drop %s: %v", name, err)
+		}
+	})
+	return withDatabase(base, name)
+}
+
+var templates sync.Map // template name → *sync.Once-guarded result
+
+type templateResult struct {
+	once sync.Once
+	err  error
+}
+
+// template returns the name of a database migrated with ms, creating it if
+// no earlier run did. Its name is a hash of the migrations, so a changed
+// migration gets a new template and an old one is never used by mistake.
+func template(ctx context.Context, admin *pgx.Conn, base string, ms []pgmigrate.Migration) (string, error) {
+	h := sha256.New()
+	for _, m := range ms {
+		fmt.Fprintf(h, "%s\x00", m.VersionTable)
+		err := fs.WalkDir(m.FS, m.Dir, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			b, err := fs.ReadFile(m.FS, path)
+			fmt.Fprintf(h, "%s\x00%s\x00", path, b)
+			return err
+		})
+		if err != nil {
+			return "", err
+		}
+	}
+	name := "tmpl_" + hex.EncodeToString(h.Sum(nil))[:24]
+	v, _ := templates.LoadOrStore(name, &templateResult{})
+	res := v.(*templateResult)
+	res.once.Do(func() { res.err = buildTemplate(ctx, admin, base, name, ms) })
+	return name, res.err
+}
+
+// buildTemplate creates template name unless it exists. It builds under a
+// temporary name and renames when done, so a crash half-way never leaves a
+// half-migrated template behind, and holds an advisory lock so that test
+// binaries running in parallel build it once.
+func buildTemplate(ctx context.Context, admin *pgx.Conn, base, name string, ms []pgmigrate.Migration) error {
+	if _, err := admin.Exec(ctx, "SELECT pg_advisory_lock(hashtext($1))", name); err != nil {
+		return err
+	}
+	defer admin.Exec(context.Background(), "SELECT pg_advisory_unlock(hashtext($1))", name)
+
+	var exists bool
+	if err := admin.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil || exists {
+		return err
+	}
+	building := name + "_building"
+	if _, err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+building+" WITH (FORCE)"); err != nil {
+		return err
+	}
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+building); err != nil {
+		return err
+	}
+	pool, err := pgxpool.New(ctx, withDatabase(base, building))
+	if err != nil {
+		return err
+	}
+	err = pgmigrate.Apply(ctx, pool, ms...)
+	pool.Close()
+	if err != nil {
+		return err
+	}
+	_, err = admin.Exec(ctx, fmt.Sprintf("ALTER DATABASE %s RENAME TO %s", building, name))
+	return err
+}
+
+// withDatabase returns the connection string raw with its database
+// replaced by db; it takes URLs and key=value strings.
+func withDatabase(raw, db string) string {
+	if u, err := url.Parse(raw); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		u.Path = "/" + db
+		return u.String()
+	}
+	return raw + " dbname=" + db // in a key=value string the last value wins
+}
+
+// redact hides a password in a connection string for messages.
+func redact(raw string) string {
+	if u, err := url.Parse(raw); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	return raw
+}

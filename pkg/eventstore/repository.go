@@ -1,0 +1,197 @@
+package eventstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/eventsaga/eventsaga/pkg/events"
+)
+
+// Aggregate is an aggregate's state as of Version, the number of events
+// applied to it. Version 0 is an aggregate that does not exist yet.
+type Aggregate[S any] struct {
+	ID      uuid.UUID
+	Version int64
+	State   S
+	// UpdatedAt is when the last applied event occurred.
+	UpdatedAt time.Time
+}
+
+// RepositoryConfig describes one aggregate type.
+type RepositoryConfig[S any] struct {
+	// AggregateType names the aggregate in envelopes ("order").
+	AggregateType string
+	// Topic is where its events are published ("orders.events").
+	Topic string
+	// Apply returns the state after e. It must be a pure function of its
+	// arguments: it runs on every load.
+	Apply func(state S, e events.Event) S
+	// SnapshotSchema names the JSON shape of S in snapshots. Change it
+	// whenever S changes shape; snapshots of another schema are ignored and
+	// replaced as streams grow. Empty turns snapshots off for this type.
+	SnapshotSchema string
+}
+
+// Repository loads and appends the aggregates of one type.
+type Repository[S any] struct {
+	store *Store
+	cfg   RepositoryConfig[S]
+}
+
+// NewRepository returns the repository of one aggregate type.
+func NewRepository[S any](s *Store, cfg RepositoryConfig[S]) (*Repository[S], error) {
+	if cfg.AggregateType == "" || cfg.Topic == "" || cfg.Apply == nil {
+		return nil, errors.New("eventstore: repository needs an aggregate type, a topic and Apply")
+	}
+	return &Repository[S]{store: s, cfg: cfg}, nil
+}
+
+// New returns the empty aggregate id, to append its first events to.
+func (r *Repository[S]) New(id uuid.UUID) Aggregate[S] {
+	return Aggregate[S]{ID: id}
+}
+
+// Load returns the aggregate's current state. ErrNotFound if it has no
+// events.
+func (r *Repository[S]) Load(ctx context.Context, q Querier, id uuid.UUID) (Aggregate[S], error) {
+	return r.load(ctx, q, id, math.MaxInt64, r.cfg.SnapshotSchema)
+}
+
+// LoadVersion returns the state as it was at version v. ErrNotFound if the
+// stream never reached v.
+func (r *Repository[S]) LoadVersion(ctx context.Context, q Querier, id uuid.UUID, v int64) (Aggregate[S], error) {
+	if v < 1 {
+		return Aggregate[S]{}, fmt.Errorf("%s %s at version %d: %w", r.cfg.AggregateType, id, v, ErrNotFound)
+	}
+	agg, err := r.load(ctx, q, id, v, r.cfg.SnapshotSchema)
+	if err == nil && agg.Version != v {
+		err = fmt.Errorf("%s %s at version %d (it is at %d): %w", r.cfg.AggregateType, id, v, agg.Version, ErrNotFound)
+	}
+	return agg, err
+}
+
+// LoadAsOf returns the state as it was at time t: after every event that
+// occurred at or before t. ErrNotFound if the aggregate did not exist yet.
+func (r *Repository[S]) LoadAsOf(ctx context.Context, q Querier, id uuid.UUID, t time.Time) (Aggregate[S], error) {
+	v, err := r.store.versionAt(ctx, q, r.cfg.AggregateType, id, t)
+	if err != nil {
+		return Aggregate[S]{}, err
+	}
+	if v == 0 {
+		return Aggregate[S]{}, fmt.Errorf("%s %s as of %s: %w", r.cfg.AggregateType, id, t.UTC().Format(time.RFC3339Nano), ErrNotFound)
+	}
+	return r.load(ctx, q, id, v, r.cfg.SnapshotSchema)
+}
+
+// Replay rebuilds the aggregate from all of its events, ignoring snapshots.
+// It is what Load must always agree with.
+func (r *Repository[S]) Replay(ctx context.Context, q Querier, id uuid.UUID) (Aggregate[S], error) {
+	return r.load(ctx, q, id, math.MaxInt64, "")
+}
+
+func (r *Repository[S]) load(ctx context.Context, q Querier, id uuid.UUID, upTo int64, schema string) (Aggregate[S], error) {
+	rows, err := r.store.load(ctx, q, r.cfg.AggregateType, id, schema, upTo)
+	if err != nil {
+		return Aggregate[S]{}, err
+	}
+	agg := Aggregate[S]{ID: id}
+	for _, row := range rows {
+		if row.isSnapshot {
+			if err := json.Unmarshal(row.env.Data, &agg.State); err != nil {
+				return Aggregate[S]{}, fmt.Errorf("%s %s: snapshot at %d: %w", r.cfg.AggregateType, id, row.env.AggregateVersion, err)
+			}
+		} else {
+			e, err := r.store.reg.Decode(row.env)
+			if err != nil {
+				return Aggregate[S]{}, fmt.Errorf("%s %s: event %d: %w", r.cfg.AggregateType, id, row.env.AggregateVersion, err)
+			}
+			agg.State = r.cfg.Apply(agg.State, e)
+		}
+		agg.Version, agg.UpdatedAt = row.env.AggregateVersion, row.env.OccurredAt
+	}
+	if agg.Version == 0 {
+		return agg, fmt.Errorf("%s %s: %w", r.cfg.AggregateType, id, ErrNotFound)
+	}
+	return agg, nil
+}
+
+// Events returns the aggregate's events, oldest first, as they were stored
+// (at their own schema versions). ErrNotFound if there are none.
+func (r *Repository[S]) Events(ctx context.Context, q Querier, id uuid.UUID) ([]events.Envelope, error) {
+	rows, err := r.store.load(ctx, q, r.cfg.AggregateType, id, "", math.MaxInt64)
+	if err != nil {
+		return nil, err
+	}
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("%s %s: %w", r.cfg.AggregateType, id, ErrNotFound)
+	}
+	out := make([]events.Envelope, len(rows))
+	for i, row := range rows {
+		out[i] = row.env
+	}
+	return out, nil
+}
+
+// Append records evs as the next events of agg within tx, with their
+// outbox rows, and applies them to agg. It fails with a ConflictError if the
+// stream has moved past agg.Version since agg was loaded; the transaction is
+// then unusable and the caller starts over (see Store.TxRetry).
+func (r *Repository[S]) Append(ctx context.Context, tx pgx.Tx, agg *Aggregate[S], meta Meta, evs ...events.Event) ([]events.Envelope, error) {
+	if len(evs) == 0 {
+		return nil, nil
+	}
+	// Occurrence times never go backwards within a stream, whatever the
+	// clocks of the writers, so that loading as of a time is well defined.
+	at := r.store.now().UTC().Truncate(time.Microsecond)
+	if !at.After(agg.UpdatedAt) {
+		at = agg.UpdatedAt.Add(time.Microsecond)
+	}
+	correlation := meta.CorrelationID
+	if correlation == uuid.Nil {
+		correlation = agg.ID
+	}
+	state := agg.State
+	envs := make([]events.Envelope, len(evs))
+	for i, e := range evs {
+		typ, schemaVersion, data, err := r.store.reg.Encode(e)
+		if err != nil {
+			return nil, err
+		}
+		id, err := uuid.NewV7() // time-ordered: kinder to indexes than random IDs
+		if err != nil {
+			return nil, fmt.Errorf("event id: %w", err)
+		}
+		causation := meta.CausationID
+		if causation == uuid.Nil {
+			causation = id
+		}
+		envs[i] = events.Envelope{
+			EventID: id, EventType: typ, SchemaVersion: schemaVersion,
+			AggregateType: r.cfg.AggregateType, AggregateID: agg.ID, AggregateVersion: agg.Version + int64(i) + 1,
+			OccurredAt: at, CorrelationID: correlation, CausationID: causation, Data: data,
+		}
+		state = r.cfg.Apply(state, e)
+	}
+	newVersion := agg.Version + int64(len(evs))
+
+	var snap *snapshot
+	if r.cfg.SnapshotSchema != "" && r.store.snapshotDue(agg.Version, newVersion) {
+		b, err := json.Marshal(state)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: snapshot: %w", r.cfg.AggregateType, agg.ID, err)
+		}
+		snap = &snapshot{schema: r.cfg.SnapshotSchema, state: b}
+	}
+	if err := r.store.append(ctx, tx, r.cfg.Topic, agg.Version, envs, snap, meta.TraceParent); err != nil {
+		return nil, err
+	}
+	agg.Version, agg.State, agg.UpdatedAt = newVersion, state, at
+	return envs, nil
+}

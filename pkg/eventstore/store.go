@@ -1,0 +1,293 @@
+// Package eventstore keeps event-sourced aggregates in Postgres: append with
+// optimistic concurrency, load a stream (whole, as of a version or as of a
+// time), and snapshots so that a long stream loads as snapshot plus tail.
+//
+// Every append also writes the events' outbox rows in the same transaction,
+// so an event is in the store if and only if it will reach Kafka.
+package eventstore
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/eventsaga/eventsaga/internal/pgmigrate"
+	"github.com/eventsaga/eventsaga/pkg/events"
+	"github.com/eventsaga/eventsaga/pkg/outbox"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migration is the schema of the events and snapshots tables.
+func Migration() pgmigrate.Migration {
+	return pgmigrate.Migration{VersionTable: "eventstore_schema_version", FS: migrations, Dir: "migrations"}
+}
+
+// Errors callers branch on.
+var (
+	// ErrConflict: the stream was not at the expected version, because
+	// another writer appended first. Reload and decide again.
+	ErrConflict = errors.New("concurrency conflict")
+	// ErrNotFound: no such stream, or not at the version or time asked.
+	ErrNotFound = errors.New("stream not found")
+)
+
+// ConflictError says which append lost; it matches ErrConflict.
+type ConflictError struct {
+	AggregateID uuid.UUID
+	Expected    int64
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("append to %s at version %d: %v", e.AggregateID, e.Expected, ErrConflict)
+}
+
+// Is makes errors.Is(err, ErrConflict) true.
+func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+
+// Querier is what loading needs: a pool, a connection or a transaction.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Config configures a Store.
+type Config struct {
+	Pool     *pgxpool.Pool
+	Registry *events.Registry
+	// Notifier, if set, is told after each commit of Tx so that the relay
+	// publishes at once.
+	Notifier *outbox.Notifier
+	// SnapshotEvery: a snapshot is written each time a stream's version
+	// crosses a multiple of it. 100 if zero; negative turns snapshots off.
+	SnapshotEvery int
+	// Now is the clock; time.Now if nil.
+	Now func() time.Time
+}
+
+// Store is the event store of one service database.
+type Store struct {
+	pool          *pgxpool.Pool
+	reg           *events.Registry
+	notifier      *outbox.Notifier
+	snapshotEvery int64
+	now           func() time.Time
+}
+
+// New returns a store; the schema must have been migrated.
+func New(cfg Config) (*Store, error) {
+	if cfg.Pool == nil || cfg.Registry == nil {
+		return nil, errors.New("eventstore: pool and registry are required")
+	}
+	if cfg.SnapshotEvery == 0 {
+		cfg.SnapshotEvery = 100
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Store{pool: cfg.Pool, reg: cfg.Registry, notifier: cfg.Notifier, snapshotEvery: int64(cfg.SnapshotEvery), now: cfg.Now}, nil
+}
+
+// Pool is the store's database.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Registry is the store's event registry.
+func (s *Store) Registry() *events.Registry { return s.reg }
+
+// Tx runs fn in a transaction, one unit of work: everything fn appends, and
+// whatever else it writes, commits together or not at all. After the commit
+// it wakes the relay.
+func (s *Store) Tx(ctx context.Context, fn func(pgx.Tx) error) error {
+	if err := pgx.BeginFunc(ctx, s.pool, fn); err != nil {
+		return err
+	}
+	if s.notifier != nil {
+		s.notifier.Notify()
+	}
+	return nil
+}
+
+// TxRetry is Tx, run again from the start (up to attempts times in all)
+// while it fails with ErrConflict. fn must load what it decides on inside
+// the transaction, so that each attempt decides afresh.
+func (s *Store) TxRetry(ctx context.Context, attempts int, fn func(pgx.Tx) error) error {
+	var err error
+	for range max(attempts, 1) {
+		if err = s.Tx(ctx, fn); !errors.Is(err, ErrConflict) {
+			return err
+		}
+	}
+	return err
+}
+
+// Meta is why events are appended: the saga they belong to and what caused
+// them. Zero IDs default to the aggregate's ID (correlation) and the
+// event's own ID (causation), as for a command that starts a saga.
+type Meta struct {
+	CorrelationID uuid.UUID
+	CausationID   uuid.UUID
+	// TraceParent is the W3C trace context to carry on the records, if any.
+	TraceParent string
+}
+
+const insertEvents = `
+INSERT INTO events (aggregate_id, version, aggregate_type, event_id, event_type,
+                    schema_version, occurred_at, correlation_id, causation_id, data)
+SELECT $1, v.version, $2, v.event_id, v.event_type, v.schema_version, $3, $4, v.causation_id, v.data
+FROM unnest($5::bigint[], $6::uuid[], $7::text[], $8::int[], $9::uuid[], $10::jsonb[])
+     AS v(version, event_id, event_type, schema_version, causation_id, data)
+WHERE $11::bigint = 0
+   OR EXISTS (SELECT 1 FROM events WHERE aggregate_id = $1 AND version = $11)`
+
+const upsertSnapshot = `
+INSERT INTO snapshots (aggregate_id, aggregate_type, schema, version, occurred_at, state)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (aggregate_id) DO UPDATE
+SET schema = EXCLUDED.schema, version = EXCLUDED.version,
+    occurred_at = EXCLUDED.occurred_at, state = EXCLUDED.state
+WHERE snapshots.version < EXCLUDED.version`
+
+// snapshot is a state to store with an append.
+type snapshot struct {
+	schema string
+	state  []byte
+}
+
+// append writes envs (versions expected+1...), their outbox rows and an
+// optional snapshot in one round trip.
+func (s *Store) append(ctx context.Context, tx pgx.Tx, topic string, expected int64, envs []events.Envelope, snap *snapshot, traceParent string) error {
+	first := envs[0]
+	n := len(envs)
+	versions := make([]int64, n)
+	ids := make([]uuid.UUID, n)
+	types := make([]string, n)
+	schemas := make([]int32, n)
+	causes := make([]uuid.UUID, n)
+	datas := make([]json.RawMessage, n)
+	msgs := make([]outbox.Message, n)
+	for i, e := range envs {
+		versions[i], ids[i], types[i], schemas[i], causes[i], datas[i] = e.AggregateVersion, e.EventID, e.EventType, int32(e.SchemaVersion), e.CausationID, e.Data
+		value, err := json.Marshal(e)
+		if err != nil {
+			return fmt.Errorf("encode envelope: %w", err)
+		}
+		headers := []outbox.Header{
+			{Key: events.HeaderEventType, Value: []byte(e.EventType)},
+			{Key: events.HeaderEventID, Value: []byte(e.EventID.String())},
+		}
+		if traceParent != "" {
+			headers = append(headers, outbox.Header{Key: events.HeaderTraceParent, Value: []byte(traceParent)})
+		}
+		msgs[i] = outbox.Message{Topic: topic, Key: e.AggregateID.String(), Value: value, Headers: headers}
+	}
+
+	var b pgx.Batch
+	b.Queue(insertEvents, first.AggregateID, first.AggregateType, first.OccurredAt, first.CorrelationID,
+		versions, ids, types, schemas, causes, datas, expected)
+	outbox.Queue(&b, msgs...)
+	if snap != nil {
+		last := envs[n-1]
+		b.Queue(upsertSnapshot, last.AggregateID, last.AggregateType, snap.schema, last.AggregateVersion, last.OccurredAt, snap.state)
+	}
+	res := tx.SendBatch(ctx, &b)
+	tag, err := res.Exec()
+	if err == nil && tag.RowsAffected() != int64(n) {
+		err = &ConflictError{AggregateID: first.AggregateID, Expected: expected}
+	}
+	if err != nil {
+		res.Close()
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+			return &ConflictError{AggregateID: first.AggregateID, Expected: expected}
+		}
+		return fmt.Errorf("append to %s: %w", first.AggregateID, err)
+	}
+	if err := res.Close(); err != nil {
+		return fmt.Errorf("append to %s: %w", first.AggregateID, err)
+	}
+	return nil
+}
+
+const selectStream = `
+WITH snap AS (
+    SELECT version, occurred_at, state FROM snapshots
+    WHERE aggregate_id = $1 AND aggregate_type = $2 AND schema = $3 AND version <= $4
+)
+SELECT true, version, NULL::uuid, NULL::text, NULL::int, occurred_at, NULL::uuid, NULL::uuid, state
+FROM snap
+UNION ALL
+SELECT false, version, event_id, event_type, schema_version, occurred_at, correlation_id, causation_id, data
+FROM events
+WHERE aggregate_id = $1 AND aggregate_type = $2
+  AND version > COALESCE((SELECT version FROM snap), 0) AND version <= $4
+ORDER BY 1 DESC, 2`
+
+// streamRow is a row of selectStream: the snapshot (first, if any) or an
+// event after it.
+type streamRow struct {
+	isSnapshot bool
+	env        events.Envelope
+}
+
+// load reads the stream of id up to version upTo, starting from its
+// snapshot when one at or below upTo exists with the given schema (pass
+// schema "" to read every event).
+func (s *Store) load(ctx context.Context, q Querier, aggType string, id uuid.UUID, schema string, upTo int64) ([]streamRow, error) {
+	rows, err := q.Query(ctx, selectStream, id, aggType, schema, upTo)
+	if err != nil {
+		return nil, fmt.Errorf("load %s %s: %w", aggType, id, err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (streamRow, error) {
+		var (
+			r             streamRow
+			eventID, corr *uuid.UUID
+			causation     *uuid.UUID
+			eventType     *string
+			schemaVersion *int32
+		)
+		err := row.Scan(&r.isSnapshot, &r.env.AggregateVersion, &eventID, &eventType, &schemaVersion,
+			&r.env.OccurredAt, &corr, &causation, &r.env.Data)
+		if err != nil {
+			return r, err
+		}
+		r.env.AggregateType, r.env.AggregateID = aggType, id
+		if !r.isSnapshot {
+			r.env.EventID, r.env.EventType, r.env.SchemaVersion = *eventID, *eventType, int(*schemaVersion)
+			r.env.CorrelationID, r.env.CausationID = *corr, *causation
+		}
+		r.env.OccurredAt = r.env.OccurredAt.UTC()
+		return r, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load %s %s: %w", aggType, id, err)
+	}
+	return out, nil
+}
+
+const versionAsOf = `
+SELECT COALESCE(max(version), 0) FROM events
+WHERE aggregate_id = $1 AND aggregate_type = $2 AND occurred_at <= $3`
+
+// versionAt is the version a stream had at time t (0 if it did not exist).
+func (s *Store) versionAt(ctx context.Context, q Querier, aggType string, id uuid.UUID, t time.Time) (int64, error) {
+	var v int64
+	if err := q.QueryRow(ctx, versionAsOf, id, aggType, t).Scan(&v); err != nil {
+		return 0, fmt.Errorf("version of %s %s at %s: %w", aggType, id, t, err)
+	}
+	return v, nil
+}
+
+// snapshotDue reports whether moving a stream from version from to to
+// crosses a multiple of the snapshot interval.
+func (s *Store) snapshotDue(from, to int64) bool {
+	return s.snapshotEvery > 0 && to/s.snapshotEvery > from/s.snapshotEvery
+}

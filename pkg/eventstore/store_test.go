@@ -1,0 +1,473 @@
+package eventstore_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/eventsaga/eventsaga/internal/testenv"
+	"github.com/eventsaga/eventsaga/pkg/events"
+	"github.com/eventsaga/eventsaga/pkg/eventstore"
+	"github.com/eventsaga/eventsaga/pkg/outbox"
+)
+
+// Added is at schema v2; v1 stored the amount as "n".
+type Added struct {
+	Amount int `json:"amount"`
+}
+
+func (Added) EventType() string { return "Added" }
+
+type Reset struct{}
+
+func (Reset) EventType() string { return "Reset" }
+
+// tally is the test aggregate: a running sum and the number of events.
+type tally struct {
+	Sum    int `json:"sum"`
+	Events int `json:"events"`
+}
+
+func applyTally(s tally, e events.Event) tally {
+	switch e := e.(type) {
+	case Added:
+		s.Sum += e.Amount
+	case Reset:
+		s.Sum = 0
+	}
+	s.Events++
+	return s
+}
+
+func registry(t *testing.T) *events.Registry {
+	t.Helper()
+	r := events.NewRegistry()
+	if err := events.Register[Added](r, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := events.Register[Reset](r, 1); err != nil {
+		t.Fatal(err)
+	}
+	err := r.AddUpcaster("Added", 1, func(d json.RawMessage) (json.RawMessage, error) {
+		var v1 struct {
+			N int `json:"n"`
+		}
+		if err := json.Unmarshal(d, &v1); err != nil {
+			return nil, err
+		}
+		return json.Marshal(Added{Amount: v1.N})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+type fixture struct {
+	pool  *pgxpool.Pool
+	store *eventstore.Store
+	repo  *eventstore.Repository[tally]
+}
+
+func setup(t *testing.T, cfg eventstore.Config) fixture {
+	t.Helper()
+	pool := testenv.Postgres(t, eventstore.Migration(), outbox.Migration())
+	cfg.Pool, cfg.Registry = pool, registry(t)
+	store, err := eventstore.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := eventstore.NewRepository(store, eventstore.RepositoryConfig[tally]{
+		AggregateType: "tally", Topic: "tallies.events", Apply: applyTally, SnapshotSchema: "tally/v1",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fixture{pool, store, repo}
+}
+
+func (f fixture) add(t *testing.T, id uuid.UUID, amounts ...int) eventstore.Aggregate[tally] {
+	t.Helper()
+	var agg eventstore.Aggregate[tally]
+	err := f.store.Tx(context.Background(), func(tx pgx.Tx) error {
+		var err error
+		agg, err = f.repo.Load(context.Background(), tx, id)
+		if errors.Is(err, eventstore.ErrNotFound) {
+			agg, err = f.repo.New(id), nil
+		}
+		if err != nil {
+			return err
+		}
+		evs := make([]events.Event, len(amounts))
+		for i, a := range amounts {
+			evs[i] = Added{Amount: a}
+		}
+		_, err = f.repo.Append(context.Background(), tx, &agg, eventstore.Meta{}, evs...)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return agg
+}
+
+func TestAppendAndLoad(t *testing.T) {
+	f := setup(t, eventstore.Config{})
+	ctx := context.Background()
+	id := uuid.New()
+	f.add(t, id, 1, 2)
+	f.add(t, id, 3)
+
+	agg, err := f.repo.Load(ctx, f.pool, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if agg.Version != 3 || agg.State != (tally{Sum: 6, Events: 3}) {
+		t.Errorf("loaded %+v", agg)
+	}
+	envs, err := f.repo.Events(ctx, f.pool, id)
+	if err != nil || len(envs) != 3 {
+		t.Fatalf("events: %d, %v", len(envs), err)
+	}
+	for i, e := range envs {
+		if e.AggregateVersion != int64(i+1) || e.AggregateID != id || e.CorrelationID != id || e.CausationID != e.EventID || e.SchemaVersion != 2 {
+			t.Errorf("event %d: %+v", i, e)
+		}
+		if i > 0 && e.OccurredAt.Before(envs[i-1].OccurredAt) {
+			t.Errorf("event %d occurred at %v, before %v", i, e.OccurredAt, envs[i-1].OccurredAt)
+		}
+	}
+
+	// Another aggregate type with the same ID is not this stream.
+	other, _ := eventstore.NewRepository(f.store, eventstore.RepositoryConfig[tally]{AggregateType: "other", Topic: "x", Apply: applyTally})
+	if _, err := other.Load(ctx, f.pool, id); !errors.Is(err, eventstore.ErrNotFound) {
+		t.Errorf("load as another type: %v", err)
+	}
+	if _, err := f.repo.Load(ctx, f.pool, uuid.New()); !errors.Is(err, eventstore.ErrNotFound) {
+		t.Errorf("load unknown: %v", err)
+	}
+}
+
+// Events and their outbox rows commit together: one message per event, keyed
+// by aggregate, carrying the envelope; a rolled-back append leaves nothing.
+func TestAppendWritesOutboxInSameTransaction(t *testing.T) {
+	f := setup(t, eventstore.Config{})
+	ctx := context.Background()
+	id := uuid.New()
+	trace := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	err := f.store.Tx(ctx, func(tx pgx.Tx) error {
+		agg := f.repo.New(id)
+		_, err := f.repo.Append(ctx, tx, &agg, eventstore.Meta{TraceParent: trace}, Added{Amount: 5}, Reset{})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, _ := f.pool.Query(ctx, `SELECT topic, key, value, header_keys, header_values FROM outbox ORDER BY id`)
+	type row struct {
+		Topic, Key string
+		Value      []byte
+		HK         []string
+		HV         [][]byte
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d outbox rows, want 2", len(got))
+	}
+	for i, r := range got {
+		env, err := events.ParseEnvelope(r.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Topic != "tallies.events" || r.Key != id.String() || env.AggregateVersion != int64(i+1) {
+			t.Errorf("row %d: %s %s v%d", i, r.Topic, r.Key, env.AggregateVersion)
+		}
+		hs := map[string]string{}
+		for j := range r.HK {
+			hs[r.HK[j]] = string(r.HV[j])
+		}
+		if hs["event_type"] != env.EventType || hs["event_id"] != env.EventID.String() || hs["traceparent"] != trace {
+			t.Errorf("row %d headers %v", i, hs)
+		}
+	}
+
+	rolledBack := uuid.New()
+	errBoom := errors.New("boom")
+	err = f.store.Tx(ctx, func(tx pgx.Tx) error {
+		agg := f.repo.New(rolledBack)
+		if _, err := f.repo.Append(ctx, tx, &agg, eventstore.Meta{}, Added{Amount: 1}); err != nil {
+			return err
+		}
+		return errBoom
+	})
+	if !errors.Is(err, errBoom) {
+		t.Fatal(err)
+	}
+	var n int
+	_ = f.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM events WHERE aggregate_id = $1) + (SELECT count(*) FROM outbox WHERE key = $2)`, rolledBack, rolledBack.String()).Scan(&n)
+	if n != 0 {
+		t.Errorf("rolled-back append left %d rows", n)
+	}
+}
+
+func TestConcurrentAppendsAtSameVersionExactlyOneWins(t *testing.T) {
+	f := setup(t, eventstore.Config{})
+	ctx := context.Background()
+	id := uuid.New()
+	f.add(t, id, 1)
+
+	const writers = 16
+	start := make(chan struct{})
+	results := make(chan error, writers)
+	var loaded sync.WaitGroup
+	loaded.Add(writers)
+	for i := range writers {
+		go func() {
+			results <- f.store.Tx(ctx, func(tx pgx.Tx) error {
+				agg, err := f.repo.Load(ctx, tx, id)
+				loaded.Done()
+				if err != nil {
+					return err
+				}
+				<-start // every writer has read version 1 before any appends
+				_, err = f.repo.Append(ctx, tx, &agg, eventstore.Meta{}, Added{Amount: 100 + i})
+				return err
+			})
+		}()
+	}
+	loaded.Wait()
+	close(start)
+	wins, conflicts := 0, 0
+	for range writers {
+		switch err := <-results; {
+		case err == nil:
+			wins++
+		case errors.Is(err, eventstore.ErrConflict):
+			var ce *eventstore.ConflictError
+			if !errors.As(err, &ce) || ce.AggregateID != id || ce.Expected != 1 {
+				t.Errorf("conflict error %v", err)
+			}
+			conflicts++
+		default:
+			t.Errorf("unexpected error: %v", err)
+		}
+	}
+	if wins != 1 || conflicts != writers-1 {
+		t.Errorf("%d wins, %d conflicts; want 1 and %d", wins, conflicts, writers-1)
+	}
+	agg, err := f.repo.Load(ctx, f.pool, id)
+	if err != nil || agg.Version != 2 {
+		t.Errorf("after the race: %+v, %v", agg, err)
+	}
+}
+
+func TestAppendBeyondCurrentVersionConflicts(t *testing.T) {
+	f := setup(t, eventstore.Config{})
+	ctx := context.Background()
+	id := uuid.New()
+	f.add(t, id, 1)
+	err := f.store.Tx(ctx, func(tx pgx.Tx) error {
+		agg := eventstore.Aggregate[tally]{ID: id, Version: 5}
+		_, err := f.repo.Append(ctx, tx, &agg, eventstore.Meta{}, Added{Amount: 1})
+		return err
+	})
+	if !errors.Is(err, eventstore.ErrConflict) {
+		t.Errorf("append at version 5 of a stream at 1: %v", err)
+	}
+	err = f.store.Tx(ctx, func(tx pgx.Tx) error {
+		agg := f.repo.New(id) // version 0, but the stream exists
+		_, err := f.repo.Append(ctx, tx, &agg, eventstore.Meta{}, Added{Amount: 1})
+		return err
+	})
+	if !errors.Is(err, eventstore.ErrConflict) {
+		t.Errorf("create over an existing stream: %v", err)
+	}
+}
+
+func TestTxRetryRedecidesAfterConflict(t *testing.T) {
+	f := setup(t, eventstore.Config{})
+	ctx := context.Background()
+	id := uuid.New()
+	f.add(t, id, 1)
+	attempts := 0
+	err := f.store.TxRetry(ctx, 3, func(tx pgx.Tx) error {
+		attempts++
+		agg, err := f.repo.Load(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if attempts == 1 {
+			f.add(t, id, 10) // another writer gets in first
+		}
+		_, err = f.repo.Append(ctx, tx, &agg, eventstore.Meta{}, Added{Amount: 100})
+		return err
+	})
+	if err != nil || attempts != 2 {
+		t.Fatalf("TxRetry: %v after %d attempts", err, attempts)
+	}
+	agg, _ := f.repo.Load(ctx, f.pool, id)
+	if agg.State.Sum != 111 || agg.Version != 3 {
+		t.Errorf("state %+v", agg)
+	}
+}
+
+// A 10,000-event stream loads from its snapshot plus the tail, and the state
+// equals a full replay.
+func TestLongStreamLoadsFromSnapshotPlusTail(t *testing.T) {
+	f := setup(t, eventstore.Config{SnapshotEvery: 1000})
+	ctx := context.Background()
+	id := uuid.New()
+	const total, per = 10_050, 50
+	for i := 0; i < total; i += per {
+		amounts := make([]int, per)
+		for j := range amounts {
+			amounts[j] = (i+j)%7 + 1
+		}
+		f.add(t, id, amounts...)
+	}
+
+	var snapVersion int64
+	if err := f.pool.QueryRow(ctx, `SELECT version FROM snapshots WHERE aggregate_id = $1`, id).Scan(&snapVersion); err != nil {
+		t.Fatal(err)
+	}
+	if snapVersion != 10_000 {
+		t.Fatalf("snapshot at version %d, want 10000", snapVersion)
+	}
+
+	loaded, err := f.repo.Load(ctx, f.pool, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replayed, err := f.repo.Replay(ctx, f.pool, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loaded != replayed || loaded.Version != total || loaded.State.Events != total {
+		t.Fatalf("snapshot+tail %+v != replay %+v", loaded, replayed)
+	}
+
+	// Prove Load read the snapshot rather than every event: mark the
+	// snapshot, and the mark must show through while Replay ignores it.
+	if _, err := f.pool.Exec(ctx, `UPDATE snapshots SET state = jsonb_set(state, '{sum}', '-1000000') WHERE aggregate_id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	marked, _ := f.repo.Load(ctx, f.pool, id)
+	tail := 0
+	for i := 10_000; i < total; i++ {
+		tail += i%7 + 1
+	}
+	if marked.State.Sum != -1_000_000+tail {
+		t.Errorf("Load did not start from the snapshot: sum %d", marked.State.Sum)
+	}
+	if again, _ := f.repo.Replay(ctx, f.pool, id); again != replayed {
+		t.Errorf("Replay changed: %+v", again)
+	}
+
+	// Below the snapshot, loading replays from the start.
+	at5000, err := f.repo.LoadVersion(ctx, f.pool, id, 5000)
+	if err != nil || at5000.Version != 5000 || at5000.State.Events != 5000 {
+		t.Errorf("LoadVersion(5000) = %+v, %v", at5000, err)
+	}
+}
+
+// A snapshot of another schema (the state type changed shape) is ignored.
+func TestSnapshotOfOtherSchemaIgnored(t *testing.T) {
+	f := setup(t, eventstore.Config{SnapshotEvery: 2})
+	ctx := context.Background()
+	id := uuid.New()
+	f.add(t, id, 1, 2, 3)
+	if _, err := f.pool.Exec(ctx, `UPDATE snapshots SET schema = 'tally/v0', state = '{"sum": 999}' WHERE aggregate_id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	agg, err := f.repo.Load(ctx, f.pool, id)
+	if err != nil || agg.State != (tally{Sum: 6, Events: 3}) {
+		t.Errorf("load with a foreign snapshot: %+v, %v", agg, err)
+	}
+}
+
+// An event stored at schema version 1 is read as version 2 through the
+// upcaster; the stored row is left as it was.
+func TestStoredV1EventIsUpcastOnRead(t *testing.T) {
+	f := setup(t, eventstore.Config{})
+	ctx := context.Background()
+	id := uuid.New()
+	_, err := f.pool.Exec(ctx, `
+INSERT INTO events (aggregate_id, version, aggregate_type, event_id, event_type, schema_version, occurred_at, correlation_id, causation_id, data)
+VALUES ($1, 1, 'tally', $2, 'Added', 1, now(), $1, $2, '{"n": 41}')`, id, uuid.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.add(t, id, 1) // a v2 event after it
+
+	agg, err := f.repo.Load(ctx, f.pool, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if agg.State.Sum != 42 || agg.Version != 2 {
+		t.Errorf("state %+v", agg)
+	}
+	envs, _ := f.repo.Events(ctx, f.pool, id)
+	if envs[0].SchemaVersion != 1 || string(envs[0].Data) != `{"n": 41}` {
+		t.Errorf("stored event rewritten: v%d %s", envs[0].SchemaVersion, envs[0].Data)
+	}
+	ev, err := f.store.Registry().Decode(envs[0])
+	if err != nil || ev != (Added{Amount: 41}) {
+		t.Errorf("decode v1: %+v, %v", ev, err)
+	}
+}
+
+func TestLoadAsOfTime(t *testing.T) {
+	clock := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	f := setup(t, eventstore.Config{Now: func() time.Time { return clock }})
+	ctx := context.Background()
+	id := uuid.New()
+	f.add(t, id, 1) // 12:00
+	clock = clock.Add(time.Hour)
+	f.add(t, id, 10) // 13:00
+	clock = clock.Add(time.Hour)
+	f.add(t, id, 100) // 14:00
+
+	tests := []struct {
+		at      time.Time
+		version int64
+		sum     int
+	}{
+		{clock.Add(-2*time.Hour - time.Second), 0, 0},
+		{clock.Add(-2 * time.Hour), 1, 1},
+		{clock.Add(-90 * time.Minute), 1, 1},
+		{clock.Add(-time.Hour), 2, 11},
+		{clock.Add(time.Hour), 3, 111},
+	}
+	for _, tt := range tests {
+		agg, err := f.repo.LoadAsOf(ctx, f.pool, id, tt.at)
+		if tt.version == 0 {
+			if !errors.Is(err, eventstore.ErrNotFound) {
+				t.Errorf("as of %v: %v, want not found", tt.at, err)
+			}
+			continue
+		}
+		if err != nil || agg.Version != tt.version || agg.State.Sum != tt.sum {
+			t.Errorf("as of %v: %+v, %v; want v%d sum %d", tt.at, agg, err, tt.version, tt.sum)
+		}
+	}
+	if _, err := f.repo.LoadVersion(ctx, f.pool, id, 4); !errors.Is(err, eventstore.ErrNotFound) {
+		t.Errorf("LoadVersion past the end: %v", err)
+	}
+
+	// A writer whose clock is behind still moves time forward.
+	clock = clock.Add(-10 * time.Hour)
+	agg := f.add(t, id, 1000)
+	if !agg.UpdatedAt.After(time.Date(2026, 1, 1, 14, 0, 0, 0, time.UTC)) {
+		t.Errorf("occurred_at went backwards: %v", agg.UpdatedAt)
+	}
+}

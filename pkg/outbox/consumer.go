@@ -1,0 +1,425 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/eventsaga/eventsaga/pkg/events"
+)
+
+// Delivery is one consumed record and the envelope it carries.
+type Delivery struct {
+	Envelope events.Envelope
+	Record   *kgo.Record
+}
+
+// Handler applies one event to the database within tx. An error rolls back
+// everything the transaction did; the consumer retries and finally
+// dead-letters the record. Wrap an error with Permanent when retrying cannot
+// help.
+type Handler func(ctx context.Context, tx pgx.Tx, d Delivery) error
+
+// Permanent marks err as one that no retry can cure: the record goes to the
+// dead-letter topic at once.
+func Permanent(err error) error { return permanentError{err} }
+
+type permanentError struct{ err error }
+
+func (p permanentError) Error() string { return p.err.Error() }
+func (p permanentError) Unwrap() error { return p.err }
+
+// HeaderError is the header a dead-lettered record carries the reason in.
+const HeaderError = "error"
+
+// ConsumerConfig configures a Consumer.
+type ConsumerConfig struct {
+	// Pool is the database the handler writes to; the inbox lives there.
+	Pool *pgxpool.Pool
+	// Brokers are the Kafka seed brokers.
+	Brokers []string
+	// Group is the consumer group, also the inbox's namespace.
+	Group string
+	// Topics are consumed from their start when the group is new.
+	Topics []string
+	// Handler applies each event that the group has not applied before.
+	Handler Handler
+	// Logger receives the consumer's and its Kafka client's logs.
+	Logger *slog.Logger
+	// DLQTopic receives records that cannot be applied; "dlq.<Group>" if
+	// empty. It is created when missing.
+	DLQTopic string
+	// MaxAttempts is how often a record is tried before it is dead-lettered;
+	// 5 if zero. Attempts made while the database does not answer at all do
+	// not count: that is no fault of the record.
+	MaxAttempts int
+	// RetryBackoff is the pause after the first failed attempt, doubled after
+	// each further one up to five seconds; 50ms if zero.
+	RetryBackoff time.Duration
+	// BatchSize is the most records of one partition applied in one
+	// transaction; 500 if zero.
+	BatchSize int
+	// MaxPollRecords bounds the records taken per poll; 5000 if zero.
+	MaxPollRecords int
+	// Concurrency is how many partitions are applied at once; 8 if zero.
+	// Each takes a database connection.
+	Concurrency int
+	// ShutdownGrace is how long work in hand may go on after ctx is done
+	// before it is abandoned (and redelivered later); 10s if zero.
+	ShutdownGrace time.Duration
+	// ClientOpts are added to the Kafka client's options.
+	ClientOpts []kgo.Opt
+}
+
+func (c *ConsumerConfig) setDefaults() {
+	if c.DLQTopic == "" {
+		c.DLQTopic = "dlq." + c.Group
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = 5
+	}
+	if c.RetryBackoff == 0 {
+		c.RetryBackoff = 50 * time.Millisecond
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = 500
+	}
+	if c.MaxPollRecords == 0 {
+		c.MaxPollRecords = 5000
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 8
+	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports a configuration the consumer cannot run with.
+func (c *ConsumerConfig) Validate() error {
+	switch {
+	case c.Pool == nil:
+		return errors.New("consumer: no database pool")
+	case len(c.Brokers) == 0:
+		return errors.New("consumer: no Kafka brokers")
+	case c.Group == "":
+		return errors.New("consumer: no group")
+	case len(c.Topics) == 0:
+		return errors.New("consumer: no topics")
+	case c.Handler == nil:
+		return errors.New("consumer: no handler")
+	case c.MaxAttempts < 1, c.BatchSize < 1, c.MaxPollRecords < 1, c.Concurrency < 1:
+		return errors.New("consumer: attempts, batch size, poll size and concurrency must be positive")
+	}
+	return nil
+}
+
+// ConsumerStats counts what a consumer has done since it started.
+type ConsumerStats struct {
+	Applied      int64 // events the handler applied
+	Duplicates   int64 // events skipped because the inbox had them
+	DeadLettered int64 // records sent to the dead-letter topic
+}
+
+// Consumer applies the records of a consumer group to a database,
+// effectively once.
+//
+// Records of one partition are applied in order; partitions are applied in
+// parallel. A polled batch of a partition is applied in as few transactions
+// as BatchSize allows; if one fails, that batch is applied again one record
+// per transaction, so that a bad record is found, retried and dead-lettered
+// without holding back the good ones. Offsets are committed after the
+// transactions committed. Rebalances are held off while a batch is in hand,
+// so a partition is never given up in the middle of one.
+type Consumer struct {
+	cfg  ConsumerConfig
+	log  *slog.Logger
+	cl   *kgo.Client
+	pool *pgxpool.Pool
+
+	applied, duplicates, deadLettered atomic.Int64
+}
+
+// NewConsumer validates cfg and returns a consumer; Run starts it.
+func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger.With("component", "consumer", "group", cfg.Group)
+	opts := append([]kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.WithLogger(kafkaLogger(log)),
+		kgo.ConsumerGroup(cfg.Group),
+		kgo.ConsumeTopics(cfg.Topics...),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		// Offsets are committed by hand, after the database commit.
+		kgo.DisableAutoCommit(),
+		// No rebalance while a polled batch is being applied.
+		kgo.BlockRebalanceOnPoll(),
+		// Dead letters keep their key's partitioning.
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+	}, cfg.ClientOpts...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: kafka client: %w", cfg.Group, err)
+	}
+	return &Consumer{cfg: cfg, log: log, cl: cl, pool: cfg.Pool}, nil
+}
+
+// Stats returns the consumer's counters.
+func (c *Consumer) Stats() ConsumerStats {
+	return ConsumerStats{Applied: c.applied.Load(), Duplicates: c.duplicates.Load(), DeadLettered: c.deadLettered.Load()}
+}
+
+// Client is the consumer's Kafka client, for readiness checks and lag.
+func (c *Consumer) Client() *kgo.Client { return c.cl }
+
+// Run consumes until ctx is done, then lets the batch in hand finish (within
+// ShutdownGrace), commits its offsets and leaves the group. It closes the
+// consumer: a Consumer runs once.
+func (c *Consumer) Run(ctx context.Context) error {
+	defer func() {
+		// A poll that returned as ctx ended may still hold off rebalances;
+		// leaving the group waits for that hold to be released.
+		c.cl.AllowRebalance()
+		c.cl.Close()
+	}()
+	if err := c.ensureDLQTopic(ctx); err != nil {
+		return err
+	}
+
+	// Work in hand outlives ctx by ShutdownGrace, so that a shutdown commits
+	// what it finished instead of abandoning it.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(c.cfg.ShutdownGrace, cancelWork)
+		context.AfterFunc(workCtx, func() { t.Stop() })
+	})
+	defer stop()
+
+	for {
+		fetches := c.cl.PollRecords(ctx, c.cfg.MaxPollRecords)
+		if ctx.Err() != nil || fetches.IsClientClosed() {
+			return nil
+		}
+		fetches.EachError(func(topic string, p int32, err error) {
+			c.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
+		})
+		var parts [][]*kgo.Record
+		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+			if len(p.Records) > 0 {
+				parts = append(parts, p.Records)
+			}
+		})
+		if len(parts) == 0 {
+			c.cl.AllowRebalance()
+			if len(fetches.Errors()) > 0 {
+				sleep(ctx, c.cfg.RetryBackoff) // do not spin on a broker error
+			}
+			continue
+		}
+		done := c.applyPartitions(workCtx, parts)
+		if len(done) > 0 {
+			if err := c.cl.CommitRecords(workCtx, done...); err != nil {
+				// The records are applied; redelivery is harmless.
+				c.log.Warn("offset commit failed", "err", err)
+			}
+		}
+		c.cl.AllowRebalance()
+	}
+}
+
+// applyPartitions applies each partition's records and returns, for each,
+// the last record that was fully dealt with (applied, skipped or
+// dead-lettered).
+func (c *Consumer) applyPartitions(ctx context.Context, parts [][]*kgo.Record) []*kgo.Record {
+	done := make([]*kgo.Record, len(parts))
+	sem := make(chan struct{}, c.cfg.Concurrency)
+	var wg sync.WaitGroup
+	for i, recs := range parts {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			done[i] = c.applyPartition(ctx, recs)
+		}()
+	}
+	wg.Wait()
+	out := done[:0]
+	for _, r := range done {
+		if r != nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (c *Consumer) applyPartition(ctx context.Context, recs []*kgo.Record) (last *kgo.Record) {
+	for len(recs) > 0 {
+		n := min(len(recs), c.cfg.BatchSize)
+		chunk := recs[:n]
+		recs = recs[n:]
+		err := c.applyBatch(ctx, chunk)
+		if err == nil {
+			last = chunk[n-1]
+			continue
+		}
+		if ctx.Err() != nil {
+			return last
+		}
+		if n > 1 {
+			c.log.Debug("batch failed; applying its records one by one", "records", n, "err", err)
+		}
+		for _, rec := range chunk {
+			if !c.applyWithRetries(ctx, rec) {
+				return last
+			}
+			last = rec
+		}
+	}
+	return last
+}
+
+const claimEvents = `
+INSERT INTO inbox (consumer_group, event_id)
+SELECT $1, unnest($2::uuid[])
+ON CONFLICT DO NOTHING
+RETURNING event_id`
+
+// applyBatch applies recs in one transaction: it claims their event IDs in
+// the inbox and runs the handler for those not claimed before.
+func (c *Consumer) applyBatch(ctx context.Context, recs []*kgo.Record) error {
+	envs := make([]events.Envelope, len(recs))
+	ids := make([]uuid.UUID, len(recs))
+	for i, rec := range recs {
+		env, err := events.ParseEnvelope(rec.Value)
+		if err != nil {
+			return Permanent(err)
+		}
+		envs[i], ids[i] = env, env.EventID
+	}
+	var applied, dups int64
+	err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
+		applied, dups = 0, 0
+		rows, _ := tx.Query(ctx, claimEvents, c.cfg.Group, ids)
+		claimed, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+		if err != nil {
+			return fmt.Errorf("claim in inbox: %w", err)
+		}
+		fresh := make(map[uuid.UUID]bool, len(claimed))
+		for _, id := range claimed {
+			fresh[id] = true
+		}
+		for i, rec := range recs {
+			if !fresh[ids[i]] {
+				dups++ // applied before, or twice in this batch
+				continue
+			}
+			delete(fresh, ids[i])
+			if err := c.cfg.Handler(ctx, tx, Delivery{Envelope: envs[i], Record: rec}); err != nil {
+				return fmt.Errorf("%s %s (%s/%d@%d): %w", envs[i].EventType, envs[i].EventID, rec.Topic, rec.Partition, rec.Offset, err)
+			}
+			applied++
+		}
+		return nil
+	})
+	if err == nil {
+		c.applied.Add(applied)
+		c.duplicates.Add(dups)
+	}
+	return err
+}
+
+// applyWithRetries applies one record in its own transaction, retrying with
+// backoff, and dead-letters it when it cannot be applied. It returns false
+// only when ctx ended first, leaving the record unhandled.
+func (c *Consumer) applyWithRetries(ctx context.Context, rec *kgo.Record) bool {
+	backoff := c.cfg.RetryBackoff
+	for attempt := 1; ; attempt++ {
+		err := c.applyBatch(ctx, []*kgo.Record{rec})
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		var perm permanentError
+		switch {
+		case errors.As(err, &perm):
+			return c.deadLetter(ctx, rec, err)
+		case c.pool.Ping(ctx) != nil:
+			// The database is down: no fault of the record, so the attempt
+			// does not count. Hold the partition until it is back.
+			c.log.Warn("database unavailable; holding the partition", "err", err)
+			attempt--
+		case attempt >= c.cfg.MaxAttempts:
+			return c.deadLetter(ctx, rec, err)
+		default:
+			c.log.Info("apply failed; retrying", "attempt", attempt, "err", err)
+		}
+		if !sleep(ctx, backoff) {
+			return false
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// deadLetter publishes rec, with the reason, to the dead-letter topic and
+// waits for Kafka's acknowledgment. It returns false only if ctx ended first.
+func (c *Consumer) deadLetter(ctx context.Context, rec *kgo.Record, cause error) bool {
+	c.log.Error("dead-lettering record", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", cause)
+	headers := append(append([]kgo.RecordHeader(nil), rec.Headers...),
+		kgo.RecordHeader{Key: HeaderError, Value: []byte(cause.Error())},
+		kgo.RecordHeader{Key: "dlq_source", Value: []byte(rec.Topic + "/" + strconv.Itoa(int(rec.Partition)) + "@" + strconv.FormatInt(rec.Offset, 10))},
+	)
+	dl := &kgo.Record{Topic: c.cfg.DLQTopic, Key: rec.Key, Value: rec.Value, Headers: headers}
+	backoff := c.cfg.RetryBackoff
+	for {
+		err := c.cl.ProduceSync(ctx, dl).FirstErr()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		c.log.Warn("dead-letter publish failed; retrying", "err", err)
+		if !sleep(ctx, backoff) {
+			return false
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	c.deadLettered.Add(1)
+	return true
+}
+
+// ensureDLQTopic creates the dead-letter topic with the broker's defaults if
+// it does not exist, so that the first dead letter does not wait on topic
+// auto-creation (which a broker may disable).
+func (c *Consumer) ensureDLQTopic(ctx context.Context) error {
+	adm := kadm.NewClient(c.cl)
+	resp, err := adm.CreateTopic(ctx, -1, -1, nil, c.cfg.DLQTopic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return fmt.Errorf("consumer %s: create %s: %w", c.cfg.Group, c.cfg.DLQTopic, err)
+	}
+	return nil
+}

@@ -1,0 +1,161 @@
+// Package outbox moves events from a service's Postgres database to Kafka
+// and from Kafka into another service's database without losing or
+// double-applying any of them.
+//
+//   - Enqueue writes outbox rows in the caller's transaction, beside the
+//     state change they announce: both commit or neither does.
+//   - Relay publishes committed rows to Kafka and deletes each row only after
+//     Kafka acknowledged it. A crash in between publishes again: duplicates
+//     are possible, loss is not.
+//   - Consumer applies records to a database through a handler, recording
+//     each event ID in an inbox table in the same transaction as the effect,
+//     so a duplicate or redelivered event changes nothing, and commits Kafka
+//     offsets only after that transaction committed.
+//   - Notifier wakes the relay right after a commit, so that latency is a
+//     few milliseconds rather than a poll interval.
+package outbox
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kslog"
+
+	"github.com/eventsaga/eventsaga/internal/pgmigrate"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migration is the schema of the outbox and inbox tables.
+func Migration() pgmigrate.Migration {
+	return pgmigrate.Migration{VersionTable: "outbox_schema_version", FS: migrations, Dir: "migrations"}
+}
+
+// DefaultChannel is the LISTEN/NOTIFY channel of relays and notifiers that
+// are not told another.
+const DefaultChannel = "outbox"
+
+// Message is one record to publish.
+type Message struct {
+	Topic   string
+	Key     string
+	Value   []byte
+	Headers []Header
+}
+
+// Header is a Kafka record header.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+const insertMessage = `
+INSERT INTO outbox (topic, key, value, header_keys, header_values)
+VALUES ($1, $2, $3, $4, $5)`
+
+// Queue adds the inserts of msgs to b, for a caller that sends other
+// statements of the same transaction in one round trip.
+func Queue(b *pgx.Batch, msgs ...Message) {
+	for _, m := range msgs {
+		keys := make([]string, len(m.Headers))
+		values := make([][]byte, len(m.Headers))
+		for i, h := range m.Headers {
+			keys[i], values[i] = h.Key, h.Value
+		}
+		b.Queue(insertMessage, m.Topic, m.Key, m.Value, keys, values)
+	}
+}
+
+// Enqueue writes msgs to the outbox within tx. They are published after tx
+// commits, in the order given for each key.
+func Enqueue(ctx context.Context, tx pgx.Tx, msgs ...Message) error {
+	var b pgx.Batch
+	Queue(&b, msgs...)
+	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+		return fmt.Errorf("enqueue %d messages: %w", len(msgs), err)
+	}
+	return nil
+}
+
+// Notifier tells relays, through Postgres NOTIFY, that new rows were
+// committed. Call Notify after each commit that wrote outbox rows.
+//
+// NOTIFY is sent after the commit, in a statement of its own, and never inside
+// the writing transaction: a transaction that notifies holds a cluster-wide
+// lock from its commit until its commit record is flushed, which serialises
+// every notifying commit and defeats group commit. Notifications are only a
+// hint; a relay that misses one finds the rows at its next poll.
+type Notifier struct {
+	pool    *pgxpool.Pool
+	channel string
+	log     *slog.Logger
+	kick    chan struct{}
+}
+
+// NewNotifier returns a notifier on channel (DefaultChannel if empty). Run
+// must be running for notifications to be sent.
+func NewNotifier(pool *pgxpool.Pool, channel string, log *slog.Logger) *Notifier {
+	if channel == "" {
+		channel = DefaultChannel
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Notifier{pool: pool, channel: channel, log: log, kick: make(chan struct{}, 1)}
+}
+
+// Notify asks for a notification to be sent; it never blocks. Calls made
+// while a notification is being sent are coalesced into the next one, so
+// under load there is at most one NOTIFY in flight.
+func (n *Notifier) Notify() {
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run sends notifications until ctx is done.
+func (n *Notifier) Run(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-n.kick:
+		}
+		if _, err := n.pool.Exec(ctx, "SELECT pg_notify($1, '')", n.channel); err != nil && ctx.Err() == nil {
+			// Relays poll as well; a lost hint costs latency, never data.
+			n.log.Warn("outbox notify failed", "err", err)
+			sleep(ctx, 100*time.Millisecond)
+		}
+	}
+}
+
+// sleep waits for d or until ctx is done, and reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// kafkaLogger passes a Kafka client's warnings and errors to log; kgo's
+// info messages (metadata refreshes, group heartbeats) are left out as
+// noise in a service's log.
+func kafkaLogger(log *slog.Logger) kgo.Logger {
+	return cappedLogger{kslog.New(log)}
+}
+
+type cappedLogger struct{ kgo.Logger }
+
+func (l cappedLogger) Level() kgo.LogLevel { return min(l.Logger.Level(), kgo.LogLevelWarn) }

@@ -1,0 +1,293 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Why the relay cannot skip a row, and keeps each aggregate's order.
+//
+// Outbox ids come from a sequence, and a transaction that drew a smaller id
+// can commit after one that drew a larger id. A relay that remembers "I have
+// published up to id N" skips the late row forever; that is the bug reported
+// against Watermill, Marten, Axon and Eventuate. This relay keeps no cursor:
+// it publishes the committed rows with the smallest ids, deletes them once
+// Kafka has acknowledged them, and starts again from whatever is left. A row
+// committed late is simply found on a later pass.
+//
+// Per-aggregate order follows from optimistic concurrency: version N+1 of an
+// aggregate is appended by a transaction that read version N, so it began
+// after N committed and drew a larger outbox id. Rows of one key are therefore
+// visible no later than, and ordered after, the rows before them. kgo keeps
+// the order within a partition and, when it must fail a record, fails every
+// later record of that partition too, so the rows left behind after a partial
+// failure are always a suffix of each key's rows.
+//
+// Only one relay per database publishes: it holds a session advisory lock on
+// the very connection it reads and deletes with. If that connection or its
+// process dies, Postgres releases the lock and a standby takes over; the rows
+// it finds include any that were published but not yet deleted, so a takeover
+// can duplicate records, never lose them.
+
+// RelayConfig configures a Relay.
+type RelayConfig struct {
+	// Pool is the database whose outbox is relayed. The relay opens one
+	// dedicated connection with the pool's settings; it holds the advisory
+	// lock and LISTENs, so it cannot be a pooled connection.
+	Pool *pgxpool.Pool
+	// Brokers are the Kafka seed brokers.
+	Brokers []string
+	// Logger receives the relay's and its Kafka client's logs.
+	Logger *slog.Logger
+	// Channel is the NOTIFY channel to wake on; DefaultChannel if empty.
+	Channel string
+	// LockID is the advisory lock that elects the one active relay of a
+	// database. Zero means DefaultRelayLockID.
+	LockID int64
+	// BatchSize is how many rows are published per round; 1000 if zero.
+	BatchSize int
+	// PollInterval is how long the relay waits for a notification before it
+	// looks anyway, and how often a standby tries to take the lock; one second
+	// if zero.
+	PollInterval time.Duration
+	// ClientOpts are added to the Kafka producer's options (after the ones
+	// the relay relies on, so think twice before overriding them).
+	ClientOpts []kgo.Opt
+
+	// afterPublish, when set, runs after Kafka acknowledged a batch and
+	// before its rows are deleted; an error abandons the batch. Tests use it
+	// to crash the relay at the worst moment.
+	afterPublish func(ctx context.Context) error
+}
+
+// DefaultRelayLockID is the advisory lock key of relays not told another.
+// Advisory locks are per database, so every service can use the same key.
+const DefaultRelayLockID int64 = 0x6f7574626f78 // "outbox"
+
+func (c *RelayConfig) setDefaults() {
+	if c.Channel == "" {
+		c.Channel = DefaultChannel
+	}
+	if c.LockID == 0 {
+		c.LockID = DefaultRelayLockID
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = 1000
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports a configuration the relay cannot run with.
+func (c *RelayConfig) Validate() error {
+	switch {
+	case c.Pool == nil:
+		return errors.New("relay: no database pool")
+	case len(c.Brokers) == 0:
+		return errors.New("relay: no Kafka brokers")
+	case c.BatchSize < 0 || c.BatchSize > 10000:
+		return fmt.Errorf("relay: batch size %d outside 1..10000", c.BatchSize)
+	case c.PollInterval < 0:
+		return errors.New("relay: negative poll interval")
+	}
+	return nil
+}
+
+// Relay publishes committed outbox rows to Kafka.
+type Relay struct {
+	cfg       RelayConfig
+	log       *slog.Logger
+	leader    atomic.Bool
+	published atomic.Int64
+}
+
+// NewRelay validates cfg and returns a relay; Run starts it.
+func NewRelay(cfg RelayConfig) (*Relay, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Relay{cfg: cfg, log: cfg.Logger.With("component", "outbox-relay")}, nil
+}
+
+// Leader reports whether this relay currently holds the lock and publishes.
+func (r *Relay) Leader() bool { return r.leader.Load() }
+
+// Published is the number of records this relay has had acknowledged.
+func (r *Relay) Published() int64 { return r.published.Load() }
+
+// Run publishes until ctx is done. It waits as a standby while another relay
+// holds the lock, and survives lost database connections and Kafka errors by
+// starting over after a pause. It returns an error only if the Kafka client
+// cannot be created.
+func (r *Relay) Run(ctx context.Context) error {
+	opts := append([]kgo.Opt{
+		kgo.SeedBrokers(r.cfg.Brokers...),
+		kgo.WithLogger(kafkaLogger(r.log)),
+		// Idempotent (kgo's default) with acks from all in-sync replicas:
+		// retries never duplicate or reorder within a partition.
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		// Partition by murmur2 of the key, as the Java client does, so
+		// every Kafka client agrees where an aggregate's events live.
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+		kgo.ProducerBatchMaxBytes(1 << 20),
+	}, r.cfg.ClientOpts...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return fmt.Errorf("relay: kafka client: %w", err)
+	}
+	defer cl.Close()
+
+	for ctx.Err() == nil {
+		err := r.session(ctx, cl)
+		if ctx.Err() != nil {
+			break
+		}
+		r.log.Warn("relay session ended; starting over", "err", err)
+		sleep(ctx, r.cfg.PollInterval)
+	}
+	return nil
+}
+
+// session runs one database connection's life: wait for the lock, then
+// publish until something fails.
+func (r *Relay) session(ctx context.Context, cl *kgo.Client) error {
+	conn, err := pgx.ConnectConfig(ctx, r.cfg.Pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer func() {
+		// Closing the connection releases the advisory lock.
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		conn.Close(closeCtx)
+	}()
+
+	for {
+		var locked bool
+		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", r.cfg.LockID).Scan(&locked); err != nil {
+			return fmt.Errorf("try lock: %w", err)
+		}
+		if locked {
+			break
+		}
+		if !sleep(ctx, r.cfg.PollInterval) {
+			return ctx.Err()
+		}
+	}
+	r.leader.Store(true)
+	defer r.leader.Store(false)
+	r.log.Info("relay is the active publisher")
+
+	// LISTEN before the first look, so that no commit falls between the look
+	// and the wait.
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{r.cfg.Channel}.Sanitize()); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	for {
+		n, err := r.publishBatch(ctx, conn, cl)
+		if err != nil {
+			return err
+		}
+		if n == r.cfg.BatchSize {
+			continue // more is waiting
+		}
+		waitCtx, cancel := context.WithTimeout(ctx, r.cfg.PollInterval)
+		_, err = conn.WaitForNotification(waitCtx)
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("wait for notification: %w", err)
+		}
+	}
+}
+
+const (
+	selectBatch = `
+SELECT id, topic, key, value, header_keys, header_values
+FROM outbox ORDER BY id LIMIT $1`
+	deleteAcked = `DELETE FROM outbox WHERE id = ANY($1)`
+)
+
+// publishBatch publishes the oldest committed rows and deletes those Kafka
+// acknowledged. It returns how many rows it read.
+func (r *Relay) publishBatch(ctx context.Context, conn *pgx.Conn, cl *kgo.Client) (int, error) {
+	ids := make([]int64, 0, r.cfg.BatchSize)
+	recs := make([]*kgo.Record, 0, r.cfg.BatchSize)
+	rows, _ := conn.Query(ctx, selectBatch, r.cfg.BatchSize) // errors surface in rows.Err
+	for rows.Next() {
+		var (
+			rec  = &kgo.Record{}
+			id   int64
+			key  string
+			keys []string
+			vals [][]byte
+		)
+		if err := rows.Scan(&id, &rec.Topic, &key, &rec.Value, &keys, &vals); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("read outbox: %w", err)
+		}
+		rec.Key = []byte(key)
+		if len(keys) > 0 {
+			rec.Headers = make([]kgo.RecordHeader, len(keys))
+			for i := range keys {
+				rec.Headers[i] = kgo.RecordHeader{Key: keys[i], Value: vals[i]}
+			}
+		}
+		ids = append(ids, id)
+		recs = append(recs, rec)
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("read outbox: %w", err)
+	}
+	if len(recs) == 0 {
+		return 0, nil
+	}
+
+	idOf := make(map[*kgo.Record]int64, len(recs))
+	for i, rec := range recs {
+		idOf[rec] = ids[i]
+	}
+	acked := ids[:0]
+	var firstErr error
+	for _, res := range cl.ProduceSync(ctx, recs...) {
+		if res.Err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("publish to %s: %w", res.Record.Topic, res.Err)
+			}
+			continue
+		}
+		acked = append(acked, idOf[res.Record])
+	}
+	if r.cfg.afterPublish != nil {
+		if err := r.cfg.afterPublish(ctx); err != nil {
+			return 0, err
+		}
+	}
+	if len(acked) > 0 {
+		// Deleting under a cancelled ctx would fail and republish rows that
+		// are already on the topic; give the delete its own short deadline.
+		delCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		_, err := conn.Exec(delCtx, deleteAcked, acked)
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("delete %d published rows: %w", len(acked), err)
+		}
+		r.published.Add(int64(len(acked)))
+	}
+	return len(recs), firstErr
+}
