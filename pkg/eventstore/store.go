@@ -193,7 +193,9 @@ func (s *Store) append(ctx context.Context, tx pgx.Tx, topic string, expected in
 	var b pgx.Batch
 	b.Queue(insertEvents, first.AggregateID, first.AggregateType, first.OccurredAt, first.CorrelationID,
 		versions, ids, types, schemas, causes, datas, expected)
-	outbox.Queue(&b, msgs...)
+	if err := outbox.Queue(&b, msgs...); err != nil {
+		return err
+	}
 	if snap != nil {
 		last := envs[n-1]
 		b.Queue(upsertSnapshot, last.AggregateID, last.AggregateType, snap.schema, last.AggregateVersion, last.OccurredAt, snap.state)

@@ -235,14 +235,22 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		done := c.applyPartitions(workCtx, parts)
-		if len(done) > 0 {
-			if err := c.cl.CommitRecords(workCtx, done...); err != nil {
-				// The records are applied; redelivery is harmless.
-				c.log.Warn("offset commit failed", "err", err)
-			}
+		if done := c.applyPartitions(workCtx, parts); len(done) > 0 {
+			c.commit(ctx, done)
 		}
 		c.cl.AllowRebalance()
+	}
+}
+
+// commit commits the offsets after done. It has a deadline of its own,
+// so that a shutdown that abandoned part of a batch still commits the part
+// it finished.
+func (c *Consumer) commit(ctx context.Context, done []*kgo.Record) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := c.cl.CommitRecords(ctx, done...); err != nil {
+		// Everything in done is applied; redelivering it is harmless.
+		c.log.Warn("offset commit failed", "err", err)
 	}
 }
 

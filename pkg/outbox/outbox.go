@@ -18,6 +18,7 @@ package outbox
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -60,24 +61,44 @@ const insertMessage = `
 INSERT INTO outbox (topic, key, value, header_keys, header_values)
 VALUES ($1, $2, $3, $4, $5)`
 
+// MaxMessageBytes bounds a message's key, value and headers together. Kafka
+// refuses larger records (its default limit is about 1 MB), and a refused
+// record would be overtaken on its partition by the records after it, so an
+// oversized message is refused here, before the transaction commits.
+const MaxMessageBytes = 900 << 10
+
+// ErrMessageTooLarge is returned for a message over MaxMessageBytes.
+var ErrMessageTooLarge = errors.New("outbox message too large")
+
 // Queue adds the inserts of msgs to b, for a caller that sends other
 // statements of the same transaction in one round trip.
-func Queue(b *pgx.Batch, msgs ...Message) {
+func Queue(b *pgx.Batch, msgs ...Message) error {
 	for _, m := range msgs {
+		size := len(m.Key) + len(m.Value)
 		keys := make([]string, len(m.Headers))
 		values := make([][]byte, len(m.Headers))
 		for i, h := range m.Headers {
 			keys[i], values[i] = h.Key, h.Value
+			size += len(h.Key) + len(h.Value)
+		}
+		if size > MaxMessageBytes {
+			return fmt.Errorf("%w: %d bytes to %s (key %s)", ErrMessageTooLarge, size, m.Topic, m.Key)
+		}
+		if m.Topic == "" {
+			return fmt.Errorf("outbox message with key %s has no topic", m.Key)
 		}
 		b.Queue(insertMessage, m.Topic, m.Key, m.Value, keys, values)
 	}
+	return nil
 }
 
 // Enqueue writes msgs to the outbox within tx. They are published after tx
 // commits, in the order given for each key.
 func Enqueue(ctx context.Context, tx pgx.Tx, msgs ...Message) error {
 	var b pgx.Batch
-	Queue(&b, msgs...)
+	if err := Queue(&b, msgs...); err != nil {
+		return err
+	}
 	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 		return fmt.Errorf("enqueue %d messages: %w", len(msgs), err)
 	}

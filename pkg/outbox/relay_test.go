@@ -2,10 +2,13 @@ package outbox
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // A transaction that drew the smallest outbox id commits after later ones
@@ -191,5 +194,43 @@ func TestRelayWakesOnNotify(t *testing.T) {
 		e.commit(t, e.message(t, keyOf(1), v))
 		n.Notify()
 		waitFor(t, 10*time.Second, "the notified record", func() bool { return len(got.snapshot()) == int(v) })
+	}
+}
+
+// Rows Kafka does not acknowledge stay in the outbox and are published once
+// Kafka takes them; the rows around them are not held back.
+func TestRelayKeepsRowsKafkaRefused(t *testing.T) {
+	e := newEnv(t, 2)
+	missing := e.kafka.Topic("not.yet.created")
+	bad := e.message(t, keyOf(99), 1)
+	bad.Topic = missing
+	e.commit(t, e.message(t, keyOf(1), 1), bad, e.message(t, keyOf(2), 1))
+
+	got := e.collect(t, e.topic)
+	e.startRelay(t, RelayConfig{PollInterval: 50 * time.Millisecond, ClientOpts: []kgo.Opt{kgo.UnknownTopicRetries(1)}})
+	waitFor(t, 20*time.Second, "the two good records", func() bool { return len(got.snapshot()) == 2 })
+	waitFor(t, 20*time.Second, "the refused row to be all that is left", func() bool { return e.outboxRows(t) == 1 })
+	var topic string
+	if err := e.pool.QueryRow(context.Background(), "SELECT topic FROM outbox").Scan(&topic); err != nil || topic != missing {
+		t.Fatalf("row left: %q, %v", topic, err)
+	}
+
+	e.kafka.CreateTopics(t, 1, missing)
+	waitFor(t, 20*time.Second, "the refused row to be published", func() bool { return e.outboxRows(t) == 0 })
+	if recs := e.kafka.ReadAll(t, missing, 1, 10*time.Second); len(recs) != 1 || string(recs[0].Key) != keyOf(99).String() {
+		t.Errorf("%d records on %s", len(recs), missing)
+	}
+}
+
+func TestEnqueueRefusesOversizedMessage(t *testing.T) {
+	e := newEnv(t, 1)
+	m := e.message(t, keyOf(1), 1)
+	m.Value = make([]byte, MaxMessageBytes)
+	err := pgx.BeginFunc(context.Background(), e.pool, func(tx pgx.Tx) error { return Enqueue(context.Background(), tx, m) })
+	if !errors.Is(err, ErrMessageTooLarge) {
+		t.Errorf("oversized message: %v", err)
+	}
+	if n := e.outboxRows(t); n != 0 {
+		t.Errorf("%d rows", n)
 	}
 }
