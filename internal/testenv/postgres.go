@@ -16,7 +16,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io/fs"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -29,6 +28,7 @@ import (
 	"github.com/testcontainers/testcontainers-go"
 	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
 
+	"github.com/eventsaga/eventsaga/internal/pgdb"
 	"github.com/eventsaga/eventsaga/internal/pgmigrate"
 )
 
@@ -131,7 +131,7 @@ func Database(t testing.TB, ms ...pgmigrate.Migration) string {
 	defer cancel()
 	admin, err := pgx.Connect(ctx, base)
 	if err != nil {
-		t.Fatalf("postgres at %s: %v", redact(base), err)
+		t.Fatalf("postgres at %s: %v", pgdb.Redact(base), err)
 	}
 	defer admin.Close(context.Background())
 
@@ -156,7 +156,7 @@ func Database(t testing.TB, ms ...pgmigrate.Migration) string {
 			t.Logf("drop %s: %v", name, err)
 		}
 	})
-	return withDatabase(base, name)
+	return pgdb.WithDatabase(base, name)
 }
 
 var templates sync.Map // template name → *sync.Once-guarded result
@@ -213,7 +213,7 @@ func buildTemplate(ctx context.Context, admin *pgx.Conn, base, name string, ms [
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+building); err != nil {
 		return err
 	}
-	pool, err := pgxpool.New(ctx, withDatabase(base, building))
+	pool, err := pgxpool.New(ctx, pgdb.WithDatabase(base, building))
 	if err != nil {
 		return err
 	}
@@ -224,22 +224,4 @@ func buildTemplate(ctx context.Context, admin *pgx.Conn, base, name string, ms [
 	}
 	_, err = admin.Exec(ctx, fmt.Sprintf("ALTER DATABASE %s RENAME TO %s", building, name))
 	return err
-}
-
-// withDatabase returns the connection string raw with its database
-// replaced by db; it takes URLs and key=value strings.
-func withDatabase(raw, db string) string {
-	if u, err := url.Parse(raw); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
-		u.Path = "/" + db
-		return u.String()
-	}
-	return raw + " dbname=" + db // in a key=value string the last value wins
-}
-
-// redact hides a password in a connection string for messages.
-func redact(raw string) string {
-	if u, err := url.Parse(raw); err == nil && u.User != nil {
-		return u.Redacted()
-	}
-	return raw
 }

@@ -31,7 +31,8 @@ type RepositoryConfig[S any] struct {
 	// Topic is where its events are published ("orders.events").
 	Topic string
 	// Apply returns the state after e. It must be a pure function of its
-	// arguments: it runs on every load.
+	// arguments that leaves state as it was (copy a map before changing it):
+	// it runs on every load, and on staged events that may never commit.
 	Apply func(state S, e events.Event) S
 	// SnapshotSchema names the JSON shape of S in snapshots. Change it
 	// whenever S changes shape; snapshots of another schema are ignored and
@@ -139,11 +140,11 @@ func (r *Repository[S]) Events(ctx context.Context, q Querier, id uuid.UUID) ([]
 	return out, nil
 }
 
-// Append records evs as the next events of agg within tx, with their
-// outbox rows, and applies them to agg. It fails with a ConflictError if the
-// stream has moved past agg.Version since agg was loaded; the transaction is
-// then unusable and the caller starts over (see Store.TxRetry).
-func (r *Repository[S]) Append(ctx context.Context, tx pgx.Tx, agg *Aggregate[S], meta Meta, evs ...events.Event) ([]events.Envelope, error) {
+// Stage adds evs, as the next events of agg, with their outbox rows, to u.
+// When u commits, agg moves to its new state and version; if the stream has
+// moved past agg.Version since agg was loaded, the commit fails with a
+// ConflictError and agg is left as it was.
+func (r *Repository[S]) Stage(u *UnitOfWork, agg *Aggregate[S], meta Meta, evs ...events.Event) ([]events.Envelope, error) {
 	if len(evs) == 0 {
 		return nil, nil
 	}
@@ -189,9 +190,25 @@ func (r *Repository[S]) Append(ctx context.Context, tx pgx.Tx, agg *Aggregate[S]
 		}
 		snap = &snapshot{schema: r.cfg.SnapshotSchema, state: b}
 	}
-	if err := r.store.append(ctx, tx, r.cfg.Topic, agg.Version, envs, snap, meta.TraceParent); err != nil {
+	if err := r.store.stage(u, r.cfg.Topic, agg.Version, envs, snap, meta.TraceParent); err != nil {
 		return nil, err
 	}
-	agg.Version, agg.State, agg.UpdatedAt = newVersion, state, at
+	u.applied = append(u.applied, func() { agg.Version, agg.State, agg.UpdatedAt = newVersion, state, at })
+	return envs, nil
+}
+
+// Append records evs as the next events of agg within tx, with their outbox
+// rows, for a caller that already has a transaction (a consumer's handler).
+// It fails with a ConflictError if the stream has moved past agg.Version;
+// the transaction is then unusable and the caller starts over.
+func (r *Repository[S]) Append(ctx context.Context, tx pgx.Tx, agg *Aggregate[S], meta Meta, evs ...events.Event) ([]events.Envelope, error) {
+	var u UnitOfWork
+	envs, err := r.Stage(&u, agg, meta, evs...)
+	if err != nil {
+		return nil, err
+	}
+	if err := u.send(ctx, tx); err != nil {
+		return nil, err
+	}
 	return envs, nil
 }

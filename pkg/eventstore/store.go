@@ -116,19 +116,6 @@ func (s *Store) Tx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return nil
 }
 
-// TxRetry is Tx, run again from the start (up to attempts times in all)
-// while it fails with ErrConflict. fn must load what it decides on inside
-// the transaction, so that each attempt decides afresh.
-func (s *Store) TxRetry(ctx context.Context, attempts int, fn func(pgx.Tx) error) error {
-	var err error
-	for range max(attempts, 1) {
-		if err = s.Tx(ctx, fn); !errors.Is(err, ErrConflict) {
-			return err
-		}
-	}
-	return err
-}
-
 // Meta is why events are appended: the saga they belong to and what caused
 // them. Zero IDs default to the aggregate's ID (correlation) and the
 // event's own ID (causation), as for a command that starts a saga.
@@ -145,8 +132,7 @@ INSERT INTO events (aggregate_id, version, aggregate_type, event_id, event_type,
 SELECT $1, v.version, $2, v.event_id, v.event_type, v.schema_version, $3, $4, v.causation_id, v.data
 FROM unnest($5::bigint[], $6::uuid[], $7::text[], $8::int[], $9::uuid[], $10::jsonb[])
      AS v(version, event_id, event_type, schema_version, causation_id, data)
-WHERE $11::bigint = 0
-   OR EXISTS (SELECT 1 FROM events WHERE aggregate_id = $1 AND version = $11)`
+WHERE (SELECT eventstore_expect_version($1, $11))`
 
 const upsertSnapshot = `
 INSERT INTO snapshots (aggregate_id, aggregate_type, schema, version, occurred_at, state)
@@ -162,16 +148,18 @@ type snapshot struct {
 	state  []byte
 }
 
-// append writes envs (versions expected+1...), their outbox rows and an
-// optional snapshot in one round trip.
-func (s *Store) append(ctx context.Context, tx pgx.Tx, topic string, expected int64, envs []events.Envelope, snap *snapshot, traceParent string) error {
+// stage queues into u the insert of envs (versions expected+1...), their
+// outbox rows and an optional snapshot.
+func (s *Store) stage(u *UnitOfWork, topic string, expected int64, envs []events.Envelope, snap *snapshot, traceParent string) error {
 	first := envs[0]
 	n := len(envs)
 	versions := make([]int64, n)
-	ids := make([]uuid.UUID, n)
+	// UUIDs go to pgx as [16]byte, its native form: a uuid.UUID would take
+	// the slow driver.Valuer path (a string, parsed back, per value).
+	ids := make([][16]byte, n)
 	types := make([]string, n)
 	schemas := make([]int32, n)
-	causes := make([]uuid.UUID, n)
+	causes := make([][16]byte, n)
 	datas := make([]json.RawMessage, n)
 	msgs := make([]outbox.Message, n)
 	for i, e := range envs {
@@ -190,31 +178,41 @@ func (s *Store) append(ctx context.Context, tx pgx.Tx, topic string, expected in
 		msgs[i] = outbox.Message{Topic: topic, Key: e.AggregateID.String(), Value: value, Headers: headers}
 	}
 
-	var b pgx.Batch
-	b.Queue(insertEvents, first.AggregateID, first.AggregateType, first.OccurredAt, first.CorrelationID,
+	conflict := &ConflictError{AggregateID: first.AggregateID, Expected: expected}
+	u.queue(func(tag pgconn.CommandTag, err error) error {
+		var pgErr *pgconn.PgError
+		switch {
+		case errors.As(err, &pgErr) && (pgErr.Code == "23505" && pgErr.ConstraintName == "events_pkey" || pgErr.Code == "ES409"):
+			return conflict
+		case err != nil:
+			return fmt.Errorf("append to %s: %w", first.AggregateID, err)
+		case tag.RowsAffected() != int64(n):
+			return fmt.Errorf("append to %s: %d of %d events inserted", first.AggregateID, tag.RowsAffected(), n)
+		}
+		return nil
+	}, insertEvents, [16]byte(first.AggregateID), first.AggregateType, first.OccurredAt, [16]byte(first.CorrelationID),
 		versions, ids, types, schemas, causes, datas, expected)
-	if err := outbox.Queue(&b, msgs...); err != nil {
-		return err
+
+	for _, m := range msgs {
+		sql, args, err := outbox.Insert(m)
+		if err != nil {
+			return err
+		}
+		u.queue(func(_ pgconn.CommandTag, err error) error {
+			if err != nil {
+				return fmt.Errorf("outbox row for %s: %w", first.AggregateID, err)
+			}
+			return nil
+		}, sql, args...)
 	}
 	if snap != nil {
 		last := envs[n-1]
-		b.Queue(upsertSnapshot, last.AggregateID, last.AggregateType, snap.schema, last.AggregateVersion, last.OccurredAt, snap.state)
-	}
-	res := tx.SendBatch(ctx, &b)
-	tag, err := res.Exec()
-	if err == nil && tag.RowsAffected() != int64(n) {
-		err = &ConflictError{AggregateID: first.AggregateID, Expected: expected}
-	}
-	if err != nil {
-		res.Close()
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "23505" {
-			return &ConflictError{AggregateID: first.AggregateID, Expected: expected}
-		}
-		return fmt.Errorf("append to %s: %w", first.AggregateID, err)
-	}
-	if err := res.Close(); err != nil {
-		return fmt.Errorf("append to %s: %w", first.AggregateID, err)
+		u.queue(func(_ pgconn.CommandTag, err error) error {
+			if err != nil {
+				return fmt.Errorf("snapshot of %s: %w", first.AggregateID, err)
+			}
+			return nil
+		}, upsertSnapshot, [16]byte(last.AggregateID), last.AggregateType, snap.schema, last.AggregateVersion, last.OccurredAt, snap.state)
 	}
 	return nil
 }
@@ -244,15 +242,15 @@ type streamRow struct {
 // snapshot when one at or below upTo exists with the given schema (pass
 // schema "" to read every event).
 func (s *Store) load(ctx context.Context, q Querier, aggType string, id uuid.UUID, schema string, upTo int64) ([]streamRow, error) {
-	rows, err := q.Query(ctx, selectStream, id, aggType, schema, upTo)
+	rows, err := q.Query(ctx, selectStream, [16]byte(id), aggType, schema, upTo)
 	if err != nil {
 		return nil, fmt.Errorf("load %s %s: %w", aggType, id, err)
 	}
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (streamRow, error) {
 		var (
 			r             streamRow
-			eventID, corr *uuid.UUID
-			causation     *uuid.UUID
+			eventID, corr *[16]byte
+			causation     *[16]byte
 			eventType     *string
 			schemaVersion *int32
 		)
@@ -282,7 +280,7 @@ WHERE aggregate_id = $1 AND aggregate_type = $2 AND occurred_at <= $3`
 // versionAt is the version a stream had at time t (0 if it did not exist).
 func (s *Store) versionAt(ctx context.Context, q Querier, aggType string, id uuid.UUID, t time.Time) (int64, error) {
 	var v int64
-	if err := q.QueryRow(ctx, versionAsOf, id, aggType, t).Scan(&v); err != nil {
+	if err := q.QueryRow(ctx, versionAsOf, [16]byte(id), aggType, t).Scan(&v); err != nil {
 		return 0, fmt.Errorf("version of %s %s at %s: %w", aggType, id, t, err)
 	}
 	return v, nil

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventsaga/eventsaga/internal/testenv"
@@ -93,26 +94,27 @@ func setup(t *testing.T, cfg eventstore.Config) fixture {
 	return fixture{pool, store, repo}
 }
 
+// add appends amounts to stream id as a command does: load, stage,
+// commit in one round trip.
 func (f fixture) add(t *testing.T, id uuid.UUID, amounts ...int) eventstore.Aggregate[tally] {
 	t.Helper()
-	var agg eventstore.Aggregate[tally]
-	err := f.store.Tx(context.Background(), func(tx pgx.Tx) error {
-		var err error
-		agg, err = f.repo.Load(context.Background(), tx, id)
-		if errors.Is(err, eventstore.ErrNotFound) {
-			agg, err = f.repo.New(id), nil
-		}
-		if err != nil {
-			return err
-		}
-		evs := make([]events.Event, len(amounts))
-		for i, a := range amounts {
-			evs[i] = Added{Amount: a}
-		}
-		_, err = f.repo.Append(context.Background(), tx, &agg, eventstore.Meta{}, evs...)
-		return err
-	})
+	ctx := context.Background()
+	agg, err := f.repo.Load(ctx, f.pool, id)
+	if errors.Is(err, eventstore.ErrNotFound) {
+		agg, err = f.repo.New(id), nil
+	}
 	if err != nil {
+		t.Fatal(err)
+	}
+	evs := make([]events.Event, len(amounts))
+	for i, a := range amounts {
+		evs[i] = Added{Amount: a}
+	}
+	var u eventstore.UnitOfWork
+	if _, err := f.repo.Stage(&u, &agg, eventstore.Meta{}, evs...); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store.Commit(ctx, &u); err != nil {
 		t.Fatal(err)
 	}
 	return agg
@@ -294,30 +296,86 @@ func TestAppendBeyondCurrentVersionConflicts(t *testing.T) {
 	}
 }
 
-func TestTxRetryRedecidesAfterConflict(t *testing.T) {
+func TestRetryRedecidesAfterConflict(t *testing.T) {
 	f := setup(t, eventstore.Config{})
-	ctx := context.Background()
 	id := uuid.New()
 	f.add(t, id, 1)
 	attempts := 0
-	err := f.store.TxRetry(ctx, 3, func(tx pgx.Tx) error {
+	err := eventstore.Retry(context.Background(), 3, func(ctx context.Context) error {
 		attempts++
-		agg, err := f.repo.Load(ctx, tx, id)
+		agg, err := f.repo.Load(ctx, f.pool, id)
 		if err != nil {
 			return err
 		}
 		if attempts == 1 {
 			f.add(t, id, 10) // another writer gets in first
 		}
-		_, err = f.repo.Append(ctx, tx, &agg, eventstore.Meta{}, Added{Amount: 100})
-		return err
+		var u eventstore.UnitOfWork
+		if _, err := f.repo.Stage(&u, &agg, eventstore.Meta{}, Added{Amount: 100}); err != nil {
+			return err
+		}
+		return f.store.Commit(ctx, &u)
 	})
 	if err != nil || attempts != 2 {
-		t.Fatalf("TxRetry: %v after %d attempts", err, attempts)
+		t.Fatalf("Retry: %v after %d attempts", err, attempts)
 	}
-	agg, _ := f.repo.Load(ctx, f.pool, id)
+	agg, _ := f.repo.Load(context.Background(), f.pool, id)
 	if agg.State.Sum != 111 || agg.Version != 3 {
 		t.Errorf("state %+v", agg)
+	}
+}
+
+// A unit commits all of its statements or none: when a statement after the
+// append fails, neither the events nor their outbox rows remain, and the
+// staged aggregate keeps its old version. The same holds when the append
+// itself conflicts.
+func TestUnitOfWorkIsAtomic(t *testing.T) {
+	f := setup(t, eventstore.Config{})
+	ctx := context.Background()
+	if _, err := f.pool.Exec(ctx, `CREATE TABLE claims (key text PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.pool.Exec(ctx, `INSERT INTO claims VALUES ('taken')`); err != nil {
+		t.Fatal(err)
+	}
+	rowsFor := func(id uuid.UUID) int {
+		var n int
+		_ = f.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM events WHERE aggregate_id = $1) + (SELECT count(*) FROM outbox WHERE key = $2)`, id, id.String()).Scan(&n)
+		return n
+	}
+
+	fresh := f.repo.New(uuid.New())
+	var u eventstore.UnitOfWork
+	if _, err := f.repo.Stage(&u, &fresh, eventstore.Meta{}, Added{Amount: 1}); err != nil {
+		t.Fatal(err)
+	}
+	u.Exec(`INSERT INTO claims VALUES ('taken')`)
+	err := f.store.Commit(ctx, &u)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "23505" {
+		t.Fatalf("commit with a failing statement: %v", err)
+	}
+	if n := rowsFor(fresh.ID); n != 0 || fresh.Version != 0 {
+		t.Errorf("after the failed unit: %d rows, aggregate at version %d", n, fresh.Version)
+	}
+
+	// Staged against version 5 of a stream at version 1: a conflict, and the
+	// claim queued after it is not committed either.
+	id := uuid.New()
+	f.add(t, id, 1)
+	stale := eventstore.Aggregate[tally]{ID: id, Version: 5}
+	u = eventstore.UnitOfWork{}
+	if _, err := f.repo.Stage(&u, &stale, eventstore.Meta{}, Added{Amount: 1}); err != nil {
+		t.Fatal(err)
+	}
+	u.Exec(`INSERT INTO claims VALUES ('free')`)
+	if err := f.store.Commit(ctx, &u); !errors.Is(err, eventstore.ErrConflict) {
+		t.Fatalf("commit at a version the stream never had: %v", err)
+	}
+	var claims int
+	_ = f.pool.QueryRow(ctx, `SELECT count(*) FROM claims`).Scan(&claims)
+	if n := rowsFor(id); n != 2 || claims != 1 || stale.Version != 5 {
+		t.Errorf("after the conflict: %d rows (want the first event and its outbox row), %d claims, version %d", n, claims, stale.Version)
 	}
 }
 

@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -315,7 +314,7 @@ RETURNING event_id`
 // the inbox and runs the handler for those not claimed before.
 func (c *Consumer) applyBatch(ctx context.Context, recs []*kgo.Record) error {
 	envs := make([]events.Envelope, len(recs))
-	ids := make([]uuid.UUID, len(recs))
+	ids := make([][16]byte, len(recs)) // pgx's native uuid form; see eventstore
 	for i, rec := range recs {
 		env, err := events.ParseEnvelope(rec.Value)
 		if err != nil {
@@ -327,11 +326,11 @@ func (c *Consumer) applyBatch(ctx context.Context, recs []*kgo.Record) error {
 	err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
 		applied, dups = 0, 0
 		rows, _ := tx.Query(ctx, claimEvents, c.cfg.Group, ids)
-		claimed, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+		claimed, err := pgx.CollectRows(rows, pgx.RowTo[[16]byte])
 		if err != nil {
 			return fmt.Errorf("claim in inbox: %w", err)
 		}
-		fresh := make(map[uuid.UUID]bool, len(claimed))
+		fresh := make(map[[16]byte]bool, len(claimed))
 		for _, id := range claimed {
 			fresh[id] = true
 		}

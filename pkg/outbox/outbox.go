@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -70,34 +71,35 @@ const MaxMessageBytes = 900 << 10
 // ErrMessageTooLarge is returned for a message over MaxMessageBytes.
 var ErrMessageTooLarge = errors.New("outbox message too large")
 
-// Queue adds the inserts of msgs to b, for a caller that sends other
-// statements of the same transaction in one round trip.
-func Queue(b *pgx.Batch, msgs ...Message) error {
-	for _, m := range msgs {
-		size := len(m.Key) + len(m.Value)
-		keys := make([]string, len(m.Headers))
-		values := make([][]byte, len(m.Headers))
-		for i, h := range m.Headers {
-			keys[i], values[i] = h.Key, h.Value
-			size += len(h.Key) + len(h.Value)
-		}
-		if size > MaxMessageBytes {
-			return fmt.Errorf("%w: %d bytes to %s (key %s)", ErrMessageTooLarge, size, m.Topic, m.Key)
-		}
-		if m.Topic == "" {
-			return fmt.Errorf("outbox message with key %s has no topic", m.Key)
-		}
-		b.Queue(insertMessage, m.Topic, m.Key, m.Value, keys, values)
+// Insert returns the statement that writes m to the outbox, for a caller
+// that sends it in a batch of its own with the rest of its transaction.
+func Insert(m Message) (sql string, args []any, err error) {
+	size := len(m.Key) + len(m.Value)
+	keys := make([]string, len(m.Headers))
+	values := make([][]byte, len(m.Headers))
+	for i, h := range m.Headers {
+		keys[i], values[i] = h.Key, h.Value
+		size += len(h.Key) + len(h.Value)
 	}
-	return nil
+	if size > MaxMessageBytes {
+		return "", nil, fmt.Errorf("%w: %d bytes to %s (key %s)", ErrMessageTooLarge, size, m.Topic, m.Key)
+	}
+	if m.Topic == "" {
+		return "", nil, fmt.Errorf("outbox message with key %s has no topic", m.Key)
+	}
+	return insertMessage, []any{m.Topic, m.Key, m.Value, keys, values}, nil
 }
 
 // Enqueue writes msgs to the outbox within tx. They are published after tx
 // commits, in the order given for each key.
 func Enqueue(ctx context.Context, tx pgx.Tx, msgs ...Message) error {
 	var b pgx.Batch
-	if err := Queue(&b, msgs...); err != nil {
-		return err
+	for _, m := range msgs {
+		sql, args, err := Insert(m)
+		if err != nil {
+			return err
+		}
+		b.Queue(sql, args...)
 	}
 	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 		return fmt.Errorf("enqueue %d messages: %w", len(msgs), err)
@@ -105,23 +107,28 @@ func Enqueue(ctx context.Context, tx pgx.Tx, msgs ...Message) error {
 	return nil
 }
 
-// Notifier tells relays, through Postgres NOTIFY, that new rows were
-// committed. Call Notify after each commit that wrote outbox rows.
+// Notifier wakes the active relay after a commit that wrote outbox rows.
+// Call Notify after each such commit.
+//
+// When the active relay runs in this process (SetLocalRelay), it is woken
+// directly and Postgres is not involved. Otherwise the notifier sends a
+// Postgres NOTIFY, which reaches the relay wherever it runs.
 //
 // NOTIFY is sent after the commit, in a statement of its own, and never inside
 // the writing transaction: a transaction that notifies holds a cluster-wide
 // lock from its commit until its commit record is flushed, which serialises
-// every notifying commit and defeats group commit. Notifications are only a
-// hint; a relay that misses one finds the rows at its next poll.
+// every notifying commit and defeats group commit. Notifications are only
+// hints; a relay that misses one finds the rows at its next poll.
 type Notifier struct {
 	pool    *pgxpool.Pool
 	channel string
 	log     *slog.Logger
 	kick    chan struct{}
+	local   atomic.Pointer[Relay]
 }
 
 // NewNotifier returns a notifier on channel (DefaultChannel if empty). Run
-// must be running for notifications to be sent.
+// must be running for NOTIFYs to be sent.
 func NewNotifier(pool *pgxpool.Pool, channel string, log *slog.Logger) *Notifier {
 	if channel == "" {
 		channel = DefaultChannel
@@ -132,17 +139,25 @@ func NewNotifier(pool *pgxpool.Pool, channel string, log *slog.Logger) *Notifier
 	return &Notifier{pool: pool, channel: channel, log: log, kick: make(chan struct{}, 1)}
 }
 
-// Notify asks for a notification to be sent; it never blocks. Calls made
-// while a notification is being sent are coalesced into the next one, so
-// under load there is at most one NOTIFY in flight.
+// SetLocalRelay tells the notifier about the relay of this process, to wake
+// it directly while it is the active one.
+func (n *Notifier) SetLocalRelay(r *Relay) { n.local.Store(r) }
+
+// Notify wakes the active relay; it never blocks. NOTIFYs asked for while
+// one is being sent are coalesced into the next, so there is at most one in
+// flight.
 func (n *Notifier) Notify() {
+	if r := n.local.Load(); r != nil && r.Leader() {
+		r.Wake()
+		return
+	}
 	select {
 	case n.kick <- struct{}{}:
 	default:
 	}
 }
 
-// Run sends notifications until ctx is done.
+// Run sends NOTIFYs until ctx is done.
 func (n *Notifier) Run(ctx context.Context) error {
 	for {
 		select {
@@ -151,7 +166,6 @@ func (n *Notifier) Run(ctx context.Context) error {
 		case <-n.kick:
 		}
 		if _, err := n.pool.Exec(ctx, "SELECT pg_notify($1, '')", n.channel); err != nil && ctx.Err() == nil {
-			// Relays poll as well; a lost hint costs latency, never data.
 			n.log.Warn("outbox notify failed", "err", err)
 			sleep(ctx, 100*time.Millisecond)
 		}

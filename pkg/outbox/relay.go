@@ -111,6 +111,7 @@ type Relay struct {
 	log       *slog.Logger
 	leader    atomic.Bool
 	published atomic.Int64
+	wake      chan struct{}
 }
 
 // NewRelay validates cfg and returns a relay; Run starts it.
@@ -119,11 +120,20 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Relay{cfg: cfg, log: cfg.Logger.With("component", "outbox-relay")}, nil
+	return &Relay{cfg: cfg, log: cfg.Logger.With("component", "outbox-relay"), wake: make(chan struct{}, 1)}, nil
 }
 
 // Leader reports whether this relay currently holds the lock and publishes.
 func (r *Relay) Leader() bool { return r.leader.Load() }
+
+// Wake makes a waiting relay look at the outbox now, as a NOTIFY would;
+// it never blocks. A Notifier calls it for a relay in the same process.
+func (r *Relay) Wake() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
 
 // Published is the number of records this relay has had acknowledged.
 func (r *Relay) Published() int64 { return r.published.Load() }
@@ -204,15 +214,44 @@ func (r *Relay) session(ctx context.Context, cl *kgo.Client) error {
 		if n == r.cfg.BatchSize {
 			continue // more is waiting
 		}
-		waitCtx, cancel := context.WithTimeout(ctx, r.cfg.PollInterval)
-		_, err = conn.WaitForNotification(waitCtx)
-		cancel()
-		if ctx.Err() != nil {
-			return ctx.Err()
+		if err := r.wait(ctx, conn); err != nil {
+			return err
 		}
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("wait for notification: %w", err)
+	}
+}
+
+// wait returns when a NOTIFY arrives, Wake is called or the poll interval
+// has passed, whichever is first.
+func (r *Relay) wait(ctx context.Context, conn *pgx.Conn) error {
+	waitCtx, cancel := context.WithTimeout(ctx, r.cfg.PollInterval)
+	defer cancel()
+	select {
+	case <-r.wake: // woken while publishing: look again at once
+		return nil
+	default:
+	}
+	woken := make(chan struct{})
+	go func() {
+		select {
+		case <-r.wake:
+			close(woken)
+			cancel() // interrupts the wait; the connection stays usable
+		case <-waitCtx.Done():
 		}
+	}()
+	_, err := conn.WaitForNotification(waitCtx)
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case err == nil, errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return nil
+	default:
+		select {
+		case <-woken:
+			return nil
+		default:
+		}
+		return fmt.Errorf("wait for notification: %w", err)
 	}
 }
 

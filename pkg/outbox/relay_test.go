@@ -234,3 +234,23 @@ func TestEnqueueRefusesOversizedMessage(t *testing.T) {
 		t.Errorf("%d rows", n)
 	}
 }
+
+// A relay in the writer's process is woken directly: with no NOTIFY sent
+// (the notifier's Run is not running) and an hour-long poll, records still
+// arrive, again and again on the same connection.
+func TestRelayWokenInProcess(t *testing.T) {
+	e := newEnv(t, 1)
+	r, _ := e.startRelay(t, RelayConfig{PollInterval: time.Hour})
+	n := NewNotifier(e.pool, "", nil)
+	n.SetLocalRelay(r)
+	waitFor(t, 10*time.Second, "leadership", r.Leader)
+	got := e.collect(t, e.topic)
+	for v := int64(1); v <= 5; v++ {
+		e.commit(t, e.message(t, keyOf(1), v))
+		n.Notify()
+		waitFor(t, 10*time.Second, "the woken relay's record", func() bool { return len(got.snapshot()) == int(v) })
+	}
+	if len(n.kick) != 0 {
+		t.Error("a NOTIFY was asked for although the local relay leads")
+	}
+}

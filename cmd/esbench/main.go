@@ -1,0 +1,484 @@
+// Command esbench measures the foundation: event store appends beside
+// pgbench on the same Postgres, relay throughput from a pre-filled outbox,
+// and latency from commit to a consumer seeing the record.
+//
+//	go run ./cmd/esbench                      # in-process kfake
+//	KAFKA_BROKERS=127.0.0.1:9092 go run ./cmd/esbench
+//
+// It works in a database of its own (esbench), made afresh and dropped at
+// the end, on the server of DATABASE_URL (default: the local Postgres).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/eventsaga/eventsaga/internal/pgdb"
+	"github.com/eventsaga/eventsaga/internal/pgmigrate"
+	"github.com/eventsaga/eventsaga/pkg/events"
+	"github.com/eventsaga/eventsaga/pkg/eventstore"
+	"github.com/eventsaga/eventsaga/pkg/outbox"
+)
+
+type config struct {
+	databaseURL string
+	brokers     []string
+	duration    time.Duration
+	writers     int
+	relayRows   int
+	rate        int
+	only        string
+	noNotify    bool
+}
+
+func main() {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if err := run(context.Background(), log); err != nil {
+		fmt.Fprintln(os.Stderr, "esbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, log *slog.Logger) error {
+	var cfg config
+	flag.DurationVar(&cfg.duration, "duration", 15*time.Second, "length of the append and latency runs")
+	flag.IntVar(&cfg.writers, "writers", 8, "concurrent writers for the append run (and pgbench clients)")
+	flag.IntVar(&cfg.relayRows, "relay-rows", 200_000, "rows pre-filled for the relay run")
+	flag.IntVar(&cfg.rate, "rate", 500, "events per second for the latency run")
+	flag.StringVar(&cfg.only, "only", "", "run only one of: append, relay, latency")
+	flag.BoolVar(&cfg.noNotify, "no-notify", false, "append without waking a relay after each commit (to see what NOTIFY costs)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process to the file")
+	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	cfg.databaseURL = os.Getenv("DATABASE_URL")
+	if cfg.databaseURL == "" {
+		cfg.databaseURL = "postgres://postgres@127.0.0.1:5432/postgres"
+	}
+
+	if b := os.Getenv("KAFKA_BROKERS"); b != "" {
+		cfg.brokers = strings.Split(b, ",")
+	} else {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		cfg.brokers = c.ListenAddrs()
+	}
+
+	fmt.Printf("esbench on %d CPUs, %s, Kafka %s\n", runtime.NumCPU(), runtime.Version(), strings.Join(cfg.brokers, ","))
+	if cfg.only == "" || cfg.only == "append" {
+		if err := benchAppend(ctx, cfg, log); err != nil {
+			return fmt.Errorf("append: %w", err)
+		}
+	}
+	if cfg.only == "" || cfg.only == "relay" {
+		if err := benchRelay(ctx, cfg, log); err != nil {
+			return fmt.Errorf("relay: %w", err)
+		}
+	}
+	if cfg.only == "" || cfg.only == "latency" {
+		if err := benchLatency(ctx, cfg, log); err != nil {
+			return fmt.Errorf("latency: %w", err)
+		}
+	}
+	return nil
+}
+
+// BenchEvent is about the size of an OrderCreated.
+type BenchEvent struct {
+	Seq   int64        `json:"seq"`
+	Total events.Money `json:"total"`
+	Pad   string       `json:"pad"`
+}
+
+func (BenchEvent) EventType() string { return "BenchEvent" }
+
+type counter struct {
+	N int64 `json:"n"`
+}
+
+func applyCounter(s counter, _ events.Event) counter { s.N++; return s }
+
+var pad = strings.Repeat("x", 200)
+
+// freshDB makes database esbench anew, migrated, and returns a pool on it
+// and a function that drops it.
+func freshDB(ctx context.Context, cfg config) (*pgxpool.Pool, string, func(), error) {
+	admin, err := pgx.Connect(ctx, cfg.databaseURL)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "DROP DATABASE IF EXISTS esbench WITH (FORCE)"); err != nil {
+		return nil, "", nil, err
+	}
+	if _, err := admin.Exec(ctx, "CREATE DATABASE esbench"); err != nil {
+		return nil, "", nil, err
+	}
+	url := pgdb.WithDatabase(cfg.databaseURL, "esbench")
+	pcfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	pcfg.MaxConns = int32(cfg.writers + 4)
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if err := pgmigrate.Apply(ctx, pool, eventstore.Migration(), outbox.Migration()); err != nil {
+		pool.Close()
+		return nil, "", nil, err
+	}
+	drop := func() {
+		pool.Close()
+		if c, err := pgx.Connect(context.Background(), cfg.databaseURL); err == nil {
+			c.Exec(context.Background(), "DROP DATABASE IF EXISTS esbench WITH (FORCE)")
+			c.Close(context.Background())
+		}
+	}
+	return pool, url, drop, nil
+}
+
+func newRepo(pool *pgxpool.Pool, notifier *outbox.Notifier, topic string) (*eventstore.Store, *eventstore.Repository[counter], error) {
+	reg := events.NewRegistry()
+	if err := events.Register[BenchEvent](reg, 1); err != nil {
+		return nil, nil, err
+	}
+	store, err := eventstore.New(eventstore.Config{Pool: pool, Registry: reg, Notifier: notifier})
+	if err != nil {
+		return nil, nil, err
+	}
+	repo, err := eventstore.NewRepository(store, eventstore.RepositoryConfig[counter]{
+		AggregateType: "bench", Topic: topic, Apply: applyCounter, SnapshotSchema: "counter/v1",
+	})
+	return store, repo, err
+}
+
+// benchAppend runs pgbench's single-row INSERT and the event store's
+// one-event append with the same number of clients, alternately, twice each.
+func benchAppend(ctx context.Context, cfg config, log *slog.Logger) error {
+	pool, url, drop, err := freshDB(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer drop()
+	if _, err := pool.Exec(ctx, `CREATE TABLE pgbench_rows (id bigserial PRIMARY KEY, data jsonb NOT NULL)`); err != nil {
+		return err
+	}
+	var notifier *outbox.Notifier
+	if !cfg.noNotify {
+		notifier = outbox.NewNotifier(pool, "", log)
+		nctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go notifier.Run(nctx)
+	}
+	store, repo, err := newRepo(pool, notifier, "bench.events")
+	if err != nil {
+		return err
+	}
+
+	fmt.Printf("\n== append: %d writers, one event per transaction, %v per run, notify %v\n", cfg.writers, cfg.duration, !cfg.noNotify)
+	var pgb, app []float64
+	for round := 1; round <= 2; round++ {
+		tps, err := pgbench(ctx, url, cfg)
+		if err != nil {
+			return err
+		}
+		pgb = append(pgb, tps)
+		fmt.Printf("round %d  pgbench INSERT:      %8.0f tx/s\n", round, tps)
+		eps, err := appendRun(ctx, cfg, store, repo)
+		if err != nil {
+			return err
+		}
+		app = append(app, eps)
+		fmt.Printf("round %d  event store append:  %8.0f events/s\n", round, eps)
+	}
+	p, a := mean(pgb), mean(app)
+	fmt.Printf("mean     pgbench %.0f tx/s, append %.0f events/s, ratio %.2f (target >= 0.80)\n", p, a, a/p)
+	return nil
+}
+
+func pgbench(ctx context.Context, url string, cfg config) (float64, error) {
+	dir, err := os.MkdirTemp("", "esbench")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	script := filepath.Join(dir, "insert.sql")
+	if err := os.WriteFile(script, []byte(`INSERT INTO pgbench_rows (data) VALUES ('{"seq": 1, "total": "12.50", "pad": "`+pad+`"}');`+"\n"), 0o644); err != nil {
+		return 0, err
+	}
+	secs := strconv.Itoa(int(cfg.duration.Seconds()))
+	out, err := exec.CommandContext(ctx, "pgbench", "-n", "-c", strconv.Itoa(cfg.writers), "-j", "2",
+		"-T", secs, "-f", script, url).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("pgbench: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`).FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("no tps in pgbench output:\n%s", out)
+	}
+	return strconv.ParseFloat(string(m[1]), 64)
+}
+
+// appendRun has each writer append the next event to one of its own
+// aggregates, one event per transaction (a unit of work: one round trip),
+// for cfg.duration.
+func appendRun(ctx context.Context, cfg config, store *eventstore.Store, repo *eventstore.Repository[counter]) (float64, error) {
+	var total atomic.Int64
+	var firstErr error
+	var once sync.Once
+	deadline := time.Now().Add(cfg.duration)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range cfg.writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			aggs := make([]eventstore.Aggregate[counter], 100)
+			for i := range aggs {
+				aggs[i] = repo.New(newID())
+			}
+			for i := 0; time.Now().Before(deadline); i++ {
+				var u eventstore.UnitOfWork
+				_, err := repo.Stage(&u, &aggs[i%len(aggs)], eventstore.Meta{}, BenchEvent{Seq: int64(i), Total: 1250, Pad: pad})
+				if err == nil {
+					err = store.Commit(ctx, &u)
+				}
+				if err != nil {
+					once.Do(func() { firstErr = err })
+					return
+				}
+				total.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(total.Load()) / time.Since(start).Seconds(), firstErr
+}
+
+// newID is a time-ordered aggregate ID, as the services make them.
+func newID() uuid.UUID {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return uuid.New()
+	}
+	return id
+}
+
+// benchRelay fills the outbox, then times a relay from its start until
+// Kafka has acknowledged (and the relay deleted) every row.
+func benchRelay(ctx context.Context, cfg config, log *slog.Logger) error {
+	pool, _, drop, err := freshDB(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer drop()
+	topic := "bench.relay." + uuid.NewString()[:8]
+	if err := createTopic(ctx, cfg.brokers, topic); err != nil {
+		return err
+	}
+	fmt.Printf("\n== relay: %d rows pre-filled, 10,000 keys, 12 partitions\n", cfg.relayRows)
+	sample, _ := json.Marshal(events.Envelope{
+		EventID: uuid.New(), EventType: "BenchEvent", SchemaVersion: 1, AggregateType: "bench", AggregateID: uuid.New(),
+		AggregateVersion: 1, OccurredAt: time.Now(), CorrelationID: uuid.New(), CausationID: uuid.New(),
+		Data: json.RawMessage(`{"seq":1,"total":"12.50","pad":"` + pad + `"}`),
+	})
+	_, err = pool.Exec(ctx, `
+INSERT INTO outbox (topic, key, value, header_keys, header_values)
+SELECT $1, (SELECT uuid_in(md5((g % 10000)::text)::cstring))::text, $2::bytea,
+       ARRAY['event_type','event_id'], ARRAY['BenchEvent'::bytea, gen_random_uuid()::text::bytea]
+FROM generate_series(1, $3) g`, topic, sample, cfg.relayRows)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("record value: %d bytes\n", len(sample))
+
+	relay, err := outbox.NewRelay(outbox.RelayConfig{Pool: pool, Brokers: cfg.brokers, Logger: log, PollInterval: 50 * time.Millisecond})
+	if err != nil {
+		return err
+	}
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	start := time.Now()
+	go relay.Run(rctx)
+	for relay.Published() < int64(cfg.relayRows) {
+		time.Sleep(time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	var left int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM outbox").Scan(&left); err != nil {
+		return err
+	}
+	fmt.Printf("relayed %d events in %v: %.0f events/s (target >= 20,000); %d rows left\n",
+		relay.Published(), elapsed.Round(time.Millisecond), float64(relay.Published())/elapsed.Seconds(), left)
+	return nil
+}
+
+// benchLatency appends at cfg.rate events/s with the relay and notifier
+// running, and measures from each commit to a consumer receiving the record.
+func benchLatency(ctx context.Context, cfg config, log *slog.Logger) error {
+	pool, _, drop, err := freshDB(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer drop()
+	topic := "bench.latency." + uuid.NewString()[:8]
+	if err := createTopic(ctx, cfg.brokers, topic); err != nil {
+		return err
+	}
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	notifier := outbox.NewNotifier(pool, "", log)
+	go notifier.Run(rctx)
+	relay, err := outbox.NewRelay(outbox.RelayConfig{Pool: pool, Brokers: cfg.brokers, Logger: log})
+	if err != nil {
+		return err
+	}
+	go relay.Run(rctx)
+	store, repo, err := newRepo(pool, notifier, topic)
+	if err != nil {
+		return err
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.brokers...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(time.Second))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+
+	var committed sync.Map // event ID → commit time
+	var mu sync.Mutex
+	var lat []time.Duration
+	seen := make(chan struct{}, 1)
+	go func() {
+		for rctx.Err() == nil {
+			fs := cl.PollFetches(rctx)
+			now := time.Now()
+			fs.EachRecord(func(r *kgo.Record) {
+				for _, h := range r.Headers {
+					if h.Key == events.HeaderEventID {
+						if at, ok := committed.Load(string(h.Value)); ok {
+							mu.Lock()
+							lat = append(lat, now.Sub(at.(time.Time)))
+							mu.Unlock()
+						}
+					}
+				}
+			})
+			select {
+			case seen <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	for !relay.Leader() {
+		time.Sleep(time.Millisecond)
+	}
+
+	fmt.Printf("\n== latency: %d events/s for %v, commit -> consumer\n", cfg.rate, cfg.duration)
+	interval := time.Second / time.Duration(cfg.rate)
+	n := int(cfg.duration / interval)
+	agg := make([]eventstore.Aggregate[counter], 50)
+	for i := range agg {
+		agg[i] = repo.New(newID())
+	}
+	start := time.Now()
+	late := 0
+	for i := range n {
+		next := start.Add(time.Duration(i) * interval)
+		if d := time.Until(next); d > 0 {
+			time.Sleep(d)
+		} else if d < -interval {
+			late++
+		}
+		var u eventstore.UnitOfWork
+		envs, err := repo.Stage(&u, &agg[i%len(agg)], eventstore.Meta{}, BenchEvent{Seq: int64(i), Total: 1250, Pad: pad})
+		if err == nil {
+			err = store.Commit(ctx, &u)
+		}
+		if err != nil {
+			return err
+		}
+		committed.Store(envs[0].EventID.String(), time.Now())
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		got := len(lat)
+		mu.Unlock()
+		if got >= n || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-seen:
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(lat) < n {
+		return errors.New(fmt.Sprintf("only %d of %d events reached the consumer", len(lat), n))
+	}
+	slices.Sort(lat)
+	q := func(p float64) time.Duration { return lat[int(float64(len(lat)-1)*p)] }
+	fmt.Printf("achieved %.0f events/s (%d sends more than one interval late)\n", float64(n)/time.Since(start).Seconds(), late)
+	fmt.Printf("latency p50 %v  p95 %v  p99 %v  max %v  (target p99 < 20ms)\n",
+		q(0.50).Round(10*time.Microsecond), q(0.95).Round(10*time.Microsecond), q(0.99).Round(10*time.Microsecond), lat[len(lat)-1].Round(10*time.Microsecond))
+	return nil
+}
+
+func createTopic(ctx context.Context, brokers []string, topic string) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, 12, 1, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	return err
+}
+
+func mean(xs []float64) float64 {
+	s := 0.0
+	for _, x := range xs {
+		s += x
+	}
+	return s / float64(len(xs))
+}

@@ -1,0 +1,95 @@
+package eventstore
+
+import (
+	"context"
+	"errors"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// UnitOfWork collects the writes of one command (appends, and any other
+// statements that must commit with them, such as an idempotency record) and
+// sends them to Postgres in one round trip. Postgres runs a pipelined batch as
+// one implicit transaction, so they all commit or none does.
+//
+// A command decides on state it loaded before, outside any transaction;
+// optimistic concurrency catches a stream that moved in between, and the
+// command starts over (see Retry). That keeps a command to two round trips
+// (load, commit) and holds no locks while it decides.
+type UnitOfWork struct {
+	batch   pgx.Batch
+	results []func(pgconn.CommandTag, error) error
+	applied []func() // run after a successful commit
+}
+
+// Exec adds a statement to the unit. Its error, if any, is what Commit
+// returns.
+func (u *UnitOfWork) Exec(sql string, args ...any) {
+	u.queue(func(_ pgconn.CommandTag, err error) error { return err }, sql, args...)
+}
+
+// Len is the number of statements queued.
+func (u *UnitOfWork) Len() int { return u.batch.Len() }
+
+func (u *UnitOfWork) queue(onResult func(pgconn.CommandTag, error) error, sql string, args ...any) {
+	u.batch.Queue(sql, args...)
+	u.results = append(u.results, onResult)
+}
+
+// batchSender is a pool, connection or transaction.
+type batchSender interface {
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+// send runs the unit on s and returns the first statement's error (the
+// statements after a failed one fail too, for no reason of their own).
+func (u *UnitOfWork) send(ctx context.Context, s batchSender) error {
+	if u.batch.Len() == 0 {
+		return nil
+	}
+	res := s.SendBatch(ctx, &u.batch)
+	var first error
+	for _, onResult := range u.results {
+		tag, err := res.Exec()
+		if err := onResult(tag, err); err != nil && first == nil {
+			first = err
+		}
+	}
+	if err := res.Close(); err != nil && first == nil {
+		first = err
+	}
+	if first != nil {
+		return first
+	}
+	for _, f := range u.applied {
+		f()
+	}
+	return nil
+}
+
+// Commit sends the unit as one transaction and wakes the relay. On success
+// the aggregates staged in it move to their new versions; on failure they
+// are left as they were.
+func (s *Store) Commit(ctx context.Context, u *UnitOfWork) error {
+	if err := u.send(ctx, s.pool); err != nil {
+		return err
+	}
+	if s.notifier != nil {
+		s.notifier.Notify()
+	}
+	return nil
+}
+
+// Retry runs fn again, up to attempts times in all, while it fails with
+// ErrConflict. fn must load what it decides on, so that each attempt decides
+// afresh.
+func Retry(ctx context.Context, attempts int, fn func(ctx context.Context) error) error {
+	var err error
+	for range max(attempts, 1) {
+		if err = fn(ctx); !errors.Is(err, ErrConflict) {
+			return err
+		}
+	}
+	return err
+}
