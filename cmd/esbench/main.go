@@ -12,7 +12,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -51,7 +50,6 @@ type config struct {
 	relayRows   int
 	rate        int
 	only        string
-	noNotify    bool
 }
 
 func main() {
@@ -69,7 +67,6 @@ func run(ctx context.Context, log *slog.Logger) error {
 	flag.IntVar(&cfg.relayRows, "relay-rows", 200_000, "rows pre-filled for the relay run")
 	flag.IntVar(&cfg.rate, "rate", 500, "events per second for the latency run")
 	flag.StringVar(&cfg.only, "only", "", "run only one of: append, relay, latency")
-	flag.BoolVar(&cfg.noNotify, "no-notify", false, "append without waking a relay after each commit (to see what NOTIFY costs)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process to the file")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -199,36 +196,73 @@ func benchAppend(ctx context.Context, cfg config, log *slog.Logger) error {
 	if _, err := pool.Exec(ctx, `CREATE TABLE pgbench_rows (id bigserial PRIMARY KEY, data jsonb NOT NULL)`); err != nil {
 		return err
 	}
-	var notifier *outbox.Notifier
-	if !cfg.noNotify {
-		notifier = outbox.NewNotifier(pool, "", log)
-		nctx, stop := context.WithCancel(ctx)
-		defer stop()
-		go notifier.Run(nctx)
-	}
-	store, repo, err := newRepo(pool, notifier, "bench.events")
+	// Alone, like pgbench: no relay running and none to wake.
+	store, repo, err := newRepo(pool, nil, "bench.events")
 	if err != nil {
 		return err
 	}
 
-	fmt.Printf("\n== append: %d writers, one event per transaction, %v per run, notify %v\n", cfg.writers, cfg.duration, !cfg.noNotify)
-	var pgb, app []float64
-	for round := 1; round <= 2; round++ {
+	fmt.Printf("\n== append: %d writers, one event per transaction (one round trip each), %v per run\n", cfg.writers, cfg.duration)
+	// Rounds alternate, each run after a CHECKPOINT, so that neither side
+	// pays for the other's WAL; the median round is reported.
+	var ratios []float64
+	for round := 1; round <= 3; round++ {
+		if _, err := pool.Exec(ctx, "CHECKPOINT"); err != nil {
+			return err
+		}
 		tps, err := pgbench(ctx, url, cfg)
 		if err != nil {
 			return err
 		}
-		pgb = append(pgb, tps)
-		fmt.Printf("round %d  pgbench INSERT:      %8.0f tx/s\n", round, tps)
+		if _, err := pool.Exec(ctx, "CHECKPOINT"); err != nil {
+			return err
+		}
 		eps, err := appendRun(ctx, cfg, store, repo)
 		if err != nil {
 			return err
 		}
-		app = append(app, eps)
-		fmt.Printf("round %d  event store append:  %8.0f events/s\n", round, eps)
+		ratios = append(ratios, eps/tps)
+		fmt.Printf("round %d  pgbench INSERT %6.0f tx/s   event store append %6.0f events/s   ratio %.2f\n", round, tps, eps, eps/tps)
 	}
-	p, a := mean(pgb), mean(app)
-	fmt.Printf("mean     pgbench %.0f tx/s, append %.0f events/s, ratio %.2f (target >= 0.80)\n", p, a, a/p)
+	slices.Sort(ratios)
+	fmt.Printf("median ratio %.2f (target >= 0.80)\n", ratios[len(ratios)/2])
+
+	// As a service runs: its relay in the same process, woken directly after
+	// each commit, publishing while the writers write.
+	topic := "bench.append." + uuid.NewString()[:8]
+	if err := createTopic(ctx, cfg.brokers, topic); err != nil {
+		return err
+	}
+	if _, err := pool.Exec(ctx, "DELETE FROM outbox"); err != nil { // the rounds' rows
+		return err
+	}
+	relay, err := outbox.NewRelay(outbox.RelayConfig{Pool: pool, Brokers: cfg.brokers, Logger: log})
+	if err != nil {
+		return err
+	}
+	rctx, stopRelay := context.WithCancel(ctx)
+	defer stopRelay()
+	go relay.Run(rctx)
+	for !relay.Leader() {
+		time.Sleep(time.Millisecond)
+	}
+	local := outbox.NewNotifier(pool, "", log)
+	local.SetLocalRelay(relay)
+	store, repo, err = newRepo(pool, local, topic)
+	if err != nil {
+		return err
+	}
+	before := relay.Published()
+	eps, err := appendRun(ctx, cfg, store, repo)
+	if err != nil {
+		return err
+	}
+	var left int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM outbox").Scan(&left); err != nil {
+		return err
+	}
+	fmt.Printf("with the relay publishing in-process: %.0f events/s appended, %d published meanwhile, %d rows waiting at the end\n",
+		eps, relay.Published()-before, left)
 	return nil
 }
 
@@ -363,13 +397,14 @@ func benchLatency(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	rctx, stop := context.WithCancel(ctx)
 	defer stop()
-	notifier := outbox.NewNotifier(pool, "", log)
-	go notifier.Run(rctx)
 	relay, err := outbox.NewRelay(outbox.RelayConfig{Pool: pool, Brokers: cfg.brokers, Logger: log})
 	if err != nil {
 		return err
 	}
 	go relay.Run(rctx)
+	notifier := outbox.NewNotifier(pool, "", log)
+	notifier.SetLocalRelay(relay) // as in a service: the relay runs beside the writers
+	go notifier.Run(rctx)
 	store, repo, err := newRepo(pool, notifier, topic)
 	if err != nil {
 		return err
@@ -381,29 +416,24 @@ func benchLatency(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	defer cl.Close()
 
-	var committed sync.Map // event ID → commit time
+	// Arrivals and commits are recorded apart and joined at the end: a
+	// record can reach the consumer before its writer has read the clock
+	// after Commit returned.
 	var mu sync.Mutex
-	var lat []time.Duration
-	seen := make(chan struct{}, 1)
+	arrived := map[string]time.Time{}
 	go func() {
 		for rctx.Err() == nil {
 			fs := cl.PollFetches(rctx)
 			now := time.Now()
+			mu.Lock()
 			fs.EachRecord(func(r *kgo.Record) {
 				for _, h := range r.Headers {
 					if h.Key == events.HeaderEventID {
-						if at, ok := committed.Load(string(h.Value)); ok {
-							mu.Lock()
-							lat = append(lat, now.Sub(at.(time.Time)))
-							mu.Unlock()
-						}
+						arrived[string(h.Value)] = now
 					}
 				}
 			})
-			select {
-			case seen <- struct{}{}:
-			default:
-			}
+			mu.Unlock()
 		}
 	}()
 	for !relay.Leader() {
@@ -417,6 +447,7 @@ func benchLatency(ctx context.Context, cfg config, log *slog.Logger) error {
 	for i := range agg {
 		agg[i] = repo.New(newID())
 	}
+	committed := make(map[string]time.Time, n)
 	start := time.Now()
 	late := 0
 	for i := range n {
@@ -434,29 +465,33 @@ func benchLatency(ctx context.Context, cfg config, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		committed.Store(envs[0].EventID.String(), time.Now())
+		committed[envs[0].EventID.String()] = time.Now()
 	}
+	rate := float64(n) / time.Since(start).Seconds()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		mu.Lock()
-		got := len(lat)
+		got := len(arrived)
 		mu.Unlock()
 		if got >= n || time.Now().After(deadline) {
 			break
 		}
-		select {
-		case <-seen:
-		case <-time.After(100 * time.Millisecond):
-		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	mu.Lock()
 	defer mu.Unlock()
+	var lat []time.Duration
+	for id, at := range committed {
+		if got, ok := arrived[id]; ok {
+			lat = append(lat, max(got.Sub(at), 0))
+		}
+	}
 	if len(lat) < n {
-		return errors.New(fmt.Sprintf("only %d of %d events reached the consumer", len(lat), n))
+		return fmt.Errorf("only %d of %d events reached the consumer", len(lat), n)
 	}
 	slices.Sort(lat)
 	q := func(p float64) time.Duration { return lat[int(float64(len(lat)-1)*p)] }
-	fmt.Printf("achieved %.0f events/s (%d sends more than one interval late)\n", float64(n)/time.Since(start).Seconds(), late)
+	fmt.Printf("achieved %.0f events/s (%d sends more than one interval late); all %d reached the consumer\n", rate, late, n)
 	fmt.Printf("latency p50 %v  p95 %v  p99 %v  max %v  (target p99 < 20ms)\n",
 		q(0.50).Round(10*time.Microsecond), q(0.95).Round(10*time.Microsecond), q(0.99).Round(10*time.Microsecond), lat[len(lat)-1].Round(10*time.Microsecond))
 	return nil
@@ -473,12 +508,4 @@ func createTopic(ctx context.Context, brokers []string, topic string) error {
 		err = resp.Err
 	}
 	return err
-}
-
-func mean(xs []float64) float64 {
-	s := 0.0
-	for _, x := range xs {
-		s += x
-	}
-	return s / float64(len(xs))
 }
