@@ -9,7 +9,8 @@ DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 run: devbroker
 
 devbroker:
-	$(GO) run ./cmd/devbroker -port 9092 -data .devbroker
+	$(GO) build -o bin/devbroker ./cmd/devbroker
+	exec bin/devbroker -port 9092 -data .devbroker
 
 ## test: every test, with the race detector, against the local Postgres and in-process Kafka
 test:
