@@ -148,3 +148,16 @@ func (h *testHandler) WithGroup(name string) slog.Handler {
 	c.group += name + "."
 	return &c
 }
+
+// WaitFor polls cond every 10ms until it holds, and fails the test if it
+// does not within the given time. Tests wait on conditions, never sleep.
+func WaitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -23,6 +25,16 @@ import (
 type Delivery struct {
 	Envelope events.Envelope
 	Record   *kgo.Record
+}
+
+// Header returns the value of the record's header key, or "".
+func (d Delivery) Header(key string) string {
+	for _, h := range d.Record.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
 }
 
 // Handler applies one event to the database within tx. An error rolls back
@@ -78,6 +90,13 @@ type ConsumerConfig struct {
 	// ShutdownGrace is how long work in hand may go on after ctx is done
 	// before it is abandoned (and redelivered later); 10s if zero.
 	ShutdownGrace time.Duration
+	// Transient reports errors that are retried, with backoff, without
+	// counting towards MaxAttempts: a lost optimistic-concurrency race is
+	// no fault of the record, and dead-lettering it would strand its saga.
+	Transient func(error) bool
+	// AfterCommit runs after each transaction that applied events commits,
+	// to wake the relay that publishes what the handlers wrote.
+	AfterCommit func()
 	// ClientOpts are added to the Kafka client's options.
 	ClientOpts []kgo.Opt
 }
@@ -350,6 +369,9 @@ func (c *Consumer) applyBatch(ctx context.Context, recs []*kgo.Record) error {
 	if err == nil {
 		c.applied.Add(applied)
 		c.duplicates.Add(dups)
+		if applied > 0 && c.cfg.AfterCommit != nil {
+			c.cfg.AfterCommit()
+		}
 	}
 	return err
 }
@@ -371,6 +393,15 @@ func (c *Consumer) applyWithRetries(ctx context.Context, rec *kgo.Record) bool {
 		switch {
 		case errors.As(err, &perm):
 			return c.deadLetter(ctx, rec, err)
+		case c.transient(err):
+			// Another writer got there first; it will have finished by
+			// the time a short, jittered pause is over.
+			c.log.Debug("transient failure; retrying", "err", err)
+			attempt--
+			if !sleep(ctx, c.cfg.RetryBackoff/2+rand.N(c.cfg.RetryBackoff)) {
+				return false
+			}
+			continue
 		case c.pool.Ping(ctx) != nil:
 			// The database is down: no fault of the record, so the attempt
 			// does not count. Hold the partition until it is back.
@@ -386,6 +417,17 @@ func (c *Consumer) applyWithRetries(ctx context.Context, rec *kgo.Record) bool {
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+}
+
+// transient reports a failure that says nothing about the record: a
+// deadlock or serialization failure that Postgres resolved by aborting this
+// transaction, or what the handler's Transient says.
+func (c *Consumer) transient(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001") {
+		return true
+	}
+	return c.cfg.Transient != nil && c.cfg.Transient(err)
 }
 
 // deadLetter publishes rec, with the reason, to the dead-letter topic and

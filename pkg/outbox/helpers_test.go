@@ -122,17 +122,8 @@ func (c *collector) snapshot() []*kgo.Record {
 	return append([]*kgo.Record(nil), c.recs...)
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// waitFor is testenv.WaitFor.
+var waitFor = testenv.WaitFor
 
 // versionsByKey returns, per record key, the aggregate versions in the order
 // they were read (records of one key share a partition, and the collector

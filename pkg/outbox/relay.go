@@ -112,6 +112,8 @@ type Relay struct {
 	leader    atomic.Bool
 	published atomic.Int64
 	wake      chan struct{}
+	// emptyPasses counts looks at the outbox that found nothing to publish.
+	emptyPasses atomic.Int64
 }
 
 // NewRelay validates cfg and returns a relay; Run starts it.
@@ -133,6 +135,25 @@ func (r *Relay) Wake() {
 	case r.wake <- struct{}{}:
 	default:
 	}
+}
+
+// Flush returns once this relay has published everything committed before
+// the call, or at once if it is not the active relay, or when ctx ends.
+func (r *Relay) Flush(ctx context.Context) error {
+	// Two empty passes: the second began after this call, so it saw every
+	// row committed before it.
+	target := r.emptyPasses.Load() + 2
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for r.Leader() && r.emptyPasses.Load() < target {
+		r.Wake()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
 }
 
 // Published is the number of records this relay has had acknowledged.
@@ -294,6 +315,7 @@ func (r *Relay) publishBatch(ctx context.Context, conn *pgx.Conn, cl *kgo.Client
 		return 0, fmt.Errorf("read outbox: %w", err)
 	}
 	if len(recs) == 0 {
+		r.emptyPasses.Add(1)
 		return 0, nil
 	}
 

@@ -1,0 +1,295 @@
+// Package httpapi holds the HTTP conventions every service here follows:
+// errors as RFC 9457 problem details, strict JSON request bodies of at most
+// 64 KiB, health endpoints, and a server that drains on shutdown.
+//
+// Status codes: a body or parameter that does not decode into the request's
+// shape (not JSON, a field of the wrong JSON type, an unknown field, an ID
+// that is not a UUID, an amount that is not a decimal) is 400; a request that
+// decodes but breaks a rule is 422; an unknown resource 404; a state conflict
+// 409; a body over 64 KiB 413. No input makes a 5xx: those are kept for the
+// service's own faults.
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/eventsaga/eventsaga/pkg/events"
+)
+
+// MaxBodyBytes is the largest request body accepted.
+const MaxBodyBytes = 64 << 10
+
+// ContentType is the media type of problem details.
+const ContentType = "application/problem+json"
+
+// Problem is an RFC 9457 problem detail, and an error a handler returns.
+type Problem struct {
+	Type   string       `json:"type"`
+	Title  string       `json:"title"`
+	Status int          `json:"status"`
+	Detail string       `json:"detail,omitempty"`
+	Errors []FieldError `json:"errors,omitempty"`
+}
+
+// FieldError names a request field and what is wrong with it.
+type FieldError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+func (p *Problem) Error() string { return fmt.Sprintf("%d %s: %s", p.Status, p.Title, p.Detail) }
+
+func problem(status int, kind, title, detail string, errs ...FieldError) *Problem {
+	return &Problem{Type: "urn:eventsaga:problem:" + kind, Title: title, Status: status, Detail: detail, Errors: errs}
+}
+
+// BadRequest: the request does not decode into the expected shape.
+func BadRequest(detail string, errs ...FieldError) *Problem {
+	return problem(http.StatusBadRequest, "malformed-request", "Malformed request", detail, errs...)
+}
+
+// Invalid: the request decodes but breaks a rule.
+func Invalid(detail string, errs ...FieldError) *Problem {
+	return problem(http.StatusUnprocessableEntity, "validation", "Request breaks a rule", detail, errs...)
+}
+
+// NotFound: no such resource.
+func NotFound(detail string) *Problem {
+	return problem(http.StatusNotFound, "not-found", "Not found", detail)
+}
+
+// Conflict: the resource's state does not allow the request.
+func Conflict(detail string) *Problem {
+	return problem(http.StatusConflict, "conflict", "Conflict with the current state", detail)
+}
+
+// TooLarge: the body exceeds MaxBodyBytes.
+func TooLarge() *Problem {
+	return problem(http.StatusRequestEntityTooLarge, "too-large", "Request body too large",
+		fmt.Sprintf("request bodies are limited to %d bytes", MaxBodyBytes))
+}
+
+// Unavailable: a dependency of the service does not answer.
+func Unavailable(detail string) *Problem {
+	return problem(http.StatusServiceUnavailable, "unavailable", "Service unavailable", detail)
+}
+
+// New returns an echo instance with the conventions of this package: every
+// error a problem detail, bodies limited to MaxBodyBytes, panics recovered.
+func New(log *slog.Logger) *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = errorHandler(log)
+	e.Use(limitBody, recoverPanic(log))
+	return e
+}
+
+func limitBody(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		if r.ContentLength > MaxBodyBytes {
+			return TooLarge()
+		}
+		r.Body = http.MaxBytesReader(c.Response(), r.Body, MaxBodyBytes)
+		return next(c)
+	}
+}
+
+func recoverPanic(log *slog.Logger) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) (err error) {
+			defer func() {
+				if r := recover(); r != nil {
+					log.Error("handler panicked", "method", c.Request().Method, "path", c.Request().URL.Path, "panic", r)
+					err = fmt.Errorf("panic: %v", r)
+				}
+			}()
+			return next(c)
+		}
+	}
+}
+
+func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
+	return func(err error, c echo.Context) {
+		if c.Response().Committed {
+			return
+		}
+		var p *Problem
+		var he *echo.HTTPError
+		switch {
+		case errors.As(err, &p):
+		case errors.As(err, &he):
+			p = problem(he.Code, "http", http.StatusText(he.Code), fmt.Sprint(he.Message))
+		default:
+			if errors.Is(err, context.Canceled) && c.Request().Context().Err() != nil {
+				return // the client went away
+			}
+			log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
+			p = problem(http.StatusInternalServerError, "internal", "Internal error", "the service failed to handle the request; it was logged")
+		}
+		c.Response().Header().Set(echo.HeaderContentType, ContentType)
+		c.Response().WriteHeader(p.Status)
+		_ = json.NewEncoder(c.Response()).Encode(p)
+	}
+}
+
+// DecodeJSON reads the request body into v, which must be a pointer to a
+// struct: exactly one JSON object, with no field v does not have.
+func DecodeJSON(c echo.Context, v any) error {
+	body, err := io.ReadAll(c.Request().Body)
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return TooLarge()
+	case err != nil:
+		return BadRequest("could not read the request body: " + err.Error())
+	}
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
+		return BadRequest("the request body is empty; a JSON object is expected")
+	}
+	if trimmed[0] != '{' {
+		return BadRequest("the request body must be a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	dec.DisallowUnknownFields()
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		return decodeProblem(err)
+	}
+	if dec.More() {
+		return BadRequest("the request body holds more than one JSON value")
+	}
+	return nil
+}
+
+func decodeProblem(err error) *Problem {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax), errors.Is(err, io.ErrUnexpectedEOF):
+		return BadRequest("malformed JSON: " + err.Error())
+	case errors.As(err, &typ):
+		field := typ.Field
+		if field == "" {
+			field = "(body)"
+		}
+		return BadRequest(fmt.Sprintf("field %s must be a JSON %s, not %s", field, jsonKind(typ.Type.Kind().String()), typ.Value),
+			FieldError{Field: field, Message: "wrong JSON type"})
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return BadRequest("unknown field "+name, FieldError{Field: name, Message: "is not a field of this request"})
+	default:
+		return BadRequest("malformed JSON: " + err.Error())
+	}
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "string":
+		return "string"
+	case "slice", "array":
+		return "array"
+	case "struct", "map":
+		return "object"
+	case "bool":
+		return "boolean"
+	default:
+		return "number"
+	}
+}
+
+// ParseUUID parses an ID from a path or a body field; a malformed one is a
+// 400 naming the field.
+func ParseUUID(field, s string) (uuid.UUID, error) {
+	id, err := uuid.Parse(s)
+	if err != nil || len(s) != 36 {
+		return uuid.Nil, BadRequest(fmt.Sprintf("%s is not a UUID: %q", field, truncate(s, 64)),
+			FieldError{Field: field, Message: "is not a UUID"})
+	}
+	return id, nil
+}
+
+// ParseMoney parses an amount field: a string that is not a decimal is a 400;
+// a decimal with more than two places, negative or too large is a 422.
+func ParseMoney(field, s string) (events.Money, error) {
+	m, err := events.ParseMoney(s)
+	switch {
+	case errors.Is(err, events.ErrMoneySyntax):
+		return 0, BadRequest(fmt.Sprintf("%s is not a decimal amount such as \"12.50\": %q", field, truncate(s, 64)),
+			FieldError{Field: field, Message: "is not a decimal amount"})
+	case err != nil:
+		return 0, Invalid(fmt.Sprintf("%s: %v", field, err), FieldError{Field: field, Message: err.Error()})
+	case m < 0:
+		return 0, Invalid(field+" is negative", FieldError{Field: field, Message: "is negative"})
+	}
+	return m, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// traceParent matches a W3C traceparent header of version 00.
+var traceParent = regexp.MustCompile(`^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`)
+
+// TraceParent returns the request's W3C traceparent header, or "" when it
+// has none or a malformed one, to carry on the events the request causes.
+func TraceParent(c echo.Context) string {
+	if h := c.Request().Header.Get("traceparent"); traceParent.MatchString(h) {
+		return h
+	}
+	return ""
+}
+
+// Health registers GET /healthz (the process answers) and GET /readyz
+// (ready reports no error: the service's database and Kafka answer).
+func Health(e *echo.Echo, ready func(ctx context.Context) error) {
+	e.GET("/healthz", func(c echo.Context) error {
+		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	})
+	e.GET("/readyz", func(c echo.Context) error {
+		ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+		defer cancel()
+		if err := ready(ctx); err != nil {
+			return Unavailable(err.Error())
+		}
+		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+	})
+}
+
+// Serve serves h on ln until ctx is done, then stops accepting connections
+// and lets requests in flight finish for up to drain.
+func Serve(ctx context.Context, h http.Handler, ln net.Listener, drain time.Duration) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drain)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("drain HTTP: %w", err)
+	}
+	return nil
+}

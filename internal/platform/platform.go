@@ -1,0 +1,202 @@
+// Package platform is what every service here does the same way: read its
+// configuration from the environment, open (and if need be create) its
+// database and migrate it, and run its parts (HTTP API, outbox relay,
+// consumer) until it is told to stop, then stop them in an order that loses
+// nothing.
+package platform
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/eventsaga/eventsaga/internal/httpapi"
+	"github.com/eventsaga/eventsaga/internal/pgdb"
+	"github.com/eventsaga/eventsaga/internal/pgmigrate"
+	"github.com/eventsaga/eventsaga/pkg/outbox"
+)
+
+// Topic names of the contract.
+const (
+	OrdersTopic    = "orders.events"
+	CustomersTopic = "customers.events"
+)
+
+// Config is what every service reads from its environment.
+type Config struct {
+	// DatabaseURL is the service's own database (DATABASE_URL); it is
+	// created on the same server if missing.
+	DatabaseURL string
+	// KafkaBrokers are the seed brokers (KAFKA_BROKERS, comma-separated).
+	KafkaBrokers []string
+	// HTTPAddr is where the API listens (HTTP_ADDR).
+	HTTPAddr string
+	// OrdersTopic and CustomersTopic default to the contract's names
+	// (ORDERS_TOPIC, CUSTOMERS_TOPIC; tests on a shared broker change them).
+	OrdersTopic, CustomersTopic string
+	// ShutdownTimeout bounds each stage of a shutdown (SHUTDOWN_TIMEOUT).
+	ShutdownTimeout time.Duration
+}
+
+// Load reads Config from getenv, with the service's defaults for the
+// database and the address.
+func Load(getenv func(string) string, defaultDB, defaultAddr string) (Config, error) {
+	get := func(key, def string) string {
+		if v := strings.TrimSpace(getenv(key)); v != "" {
+			return v
+		}
+		return def
+	}
+	cfg := Config{
+		DatabaseURL:    get("DATABASE_URL", defaultDB),
+		HTTPAddr:       get("HTTP_ADDR", defaultAddr),
+		OrdersTopic:    get("ORDERS_TOPIC", OrdersTopic),
+		CustomersTopic: get("CUSTOMERS_TOPIC", CustomersTopic),
+	}
+	for _, b := range strings.Split(get("KAFKA_BROKERS", "127.0.0.1:9092"), ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			cfg.KafkaBrokers = append(cfg.KafkaBrokers, b)
+		}
+	}
+	var err error
+	if cfg.ShutdownTimeout, err = time.ParseDuration(get("SHUTDOWN_TIMEOUT", "10s")); err != nil {
+		return cfg, fmt.Errorf("SHUTDOWN_TIMEOUT: %w", err)
+	}
+	return cfg, cfg.Validate()
+}
+
+// Validate reports a configuration a service cannot start with.
+func (c Config) Validate() error {
+	switch {
+	case c.DatabaseURL == "":
+		return errors.New("DATABASE_URL is empty")
+	case len(c.KafkaBrokers) == 0:
+		return errors.New("KAFKA_BROKERS is empty")
+	case c.HTTPAddr == "":
+		return errors.New("HTTP_ADDR is empty")
+	case c.ShutdownTimeout <= 0:
+		return errors.New("SHUTDOWN_TIMEOUT must be positive")
+	}
+	if _, err := pgxpool.ParseConfig(c.DatabaseURL); err != nil {
+		return fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	return nil
+}
+
+// LogValue logs the configuration with the database password masked.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("database", pgdb.Redact(c.DatabaseURL)),
+		slog.String("kafka", strings.Join(c.KafkaBrokers, ",")),
+		slog.String("http", c.HTTPAddr),
+		slog.String("topics", c.OrdersTopic+","+c.CustomersTopic),
+	)
+}
+
+// OpenDB connects to url, creating its database on the same server if it
+// is missing, and applies ms.
+func OpenDB(ctx context.Context, url string, ms ...pgmigrate.Migration) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	if !strings.Contains(url, "pool_max_conns") {
+		cfg.MaxConns = 20 // the consumer applies up to 8 partitions at once, beside the API
+	}
+	if db := cfg.ConnConfig.Database; db != "" && db != "postgres" {
+		if err := pgdb.Ensure(ctx, pgdb.WithDatabase(url, "postgres"), db); err != nil {
+			return nil, err
+		}
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := pgmigrate.Apply(ctx, pool, ms...); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
+}
+
+// Parts are what a service runs.
+type Parts struct {
+	HTTP     http.Handler
+	Relay    *outbox.Relay
+	Notifier *outbox.Notifier
+	Consumer *outbox.Consumer
+}
+
+// Run runs parts until ctx is done or one of them fails, then shuts down in
+// order: the API stops taking requests and drains those in flight (whose
+// commits are still published), then the consumer finishes the batch in hand
+// and commits its offsets, then the relay and the notifier stop. Rows not yet
+// published stay in the outbox for the next start.
+func Run(ctx context.Context, log *slog.Logger, ln net.Listener, parts Parts, drain time.Duration) error {
+	failed := make(chan error, 4)
+	fail := func(name string, err error) {
+		if err != nil {
+			failed <- fmt.Errorf("%s: %w", name, err)
+		}
+	}
+
+	// The relay and notifier outlive the API and the consumer, so that what
+	// they commit while stopping is published.
+	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRelay()
+	var relays sync.WaitGroup
+	if parts.Relay != nil {
+		relays.Go(func() { fail("relay", parts.Relay.Run(relayCtx)) })
+	}
+	if parts.Notifier != nil {
+		relays.Go(func() { fail("notifier", parts.Notifier.Run(relayCtx)) })
+	}
+
+	workCtx, stopWork := context.WithCancel(ctx)
+	defer stopWork()
+	var consumer, api sync.WaitGroup
+	if parts.Consumer != nil {
+		consumer.Go(func() { fail("consumer", parts.Consumer.Run(workCtx)) })
+	}
+	apiCtx, stopAPI := context.WithCancel(workCtx)
+	defer stopAPI()
+	api.Go(func() { fail("http", httpapi.Serve(apiCtx, parts.HTTP, ln, drain)) })
+
+	var err error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err = <-failed:
+		log.Error("a part failed; shutting down", "err", err)
+	}
+	stopAPI()
+	api.Wait()
+	stopWork()
+	consumer.Wait()
+	// Let the relay publish what the last requests and batches committed;
+	// whatever it cannot in time stays in the outbox for the next start.
+	if parts.Relay != nil {
+		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drain)
+		if err := parts.Relay.Flush(flushCtx); err != nil {
+			log.Warn("relay did not publish everything before stopping; the outbox keeps the rest", "err", err)
+		}
+		cancel()
+	}
+	stopRelay()
+	relays.Wait()
+	close(failed)
+	for e := range failed {
+		if err == nil {
+			err = e
+		}
+	}
+	return err
+}

@@ -1,0 +1,126 @@
+package customer
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/eventsaga/eventsaga/internal/httpapi"
+	"github.com/eventsaga/eventsaga/pkg/events"
+	"github.com/eventsaga/eventsaga/pkg/eventstore"
+	"github.com/eventsaga/eventsaga/services/customer/domain"
+)
+
+func (s *Service) routes() *echo.Echo {
+	e := httpapi.New(s.log)
+	e.POST("/customers", s.postCustomer)
+	e.GET("/customers/:id", s.getCustomer)
+	e.PUT("/customers/:id/credit-limit", s.putCreditLimit)
+	e.GET("/customers/:id/events", s.getEvents)
+	httpapi.Health(e, s.ready)
+	return e
+}
+
+// Handler is the service's REST API, for tests that serve it themselves.
+func (s *Service) Handler() http.Handler { return s.http }
+
+type registerRequest struct {
+	Name        *string `json:"name"`
+	CreditLimit *string `json:"credit_limit"`
+}
+
+type creditLimitRequest struct {
+	CreditLimit *string `json:"credit_limit"`
+}
+
+func (s *Service) postCustomer(c echo.Context) error {
+	var req registerRequest
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
+		return err
+	}
+	if req.Name == nil {
+		return required("name")
+	}
+	limit, err := parseLimit(req.CreditLimit)
+	if err != nil {
+		return err
+	}
+	v, err := s.Register(c.Request().Context(), *req.Name, limit, httpapi.TraceParent(c))
+	if err != nil {
+		return problem(err)
+	}
+	return c.JSON(http.StatusCreated, map[string]any{"customer_id": v.CustomerID, "version": v.Version})
+}
+
+func (s *Service) getCustomer(c echo.Context) error {
+	id, err := httpapi.ParseUUID("id", c.Param("id"))
+	if err != nil {
+		return err
+	}
+	v, err := s.Get(c.Request().Context(), id)
+	if err != nil {
+		return problem(err)
+	}
+	return c.JSON(http.StatusOK, v)
+}
+
+func (s *Service) putCreditLimit(c echo.Context) error {
+	id, err := httpapi.ParseUUID("id", c.Param("id"))
+	if err != nil {
+		return err
+	}
+	var req creditLimitRequest
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
+		return err
+	}
+	limit, err := parseLimit(req.CreditLimit)
+	if err != nil {
+		return err
+	}
+	v, err := s.ChangeCreditLimit(c.Request().Context(), id, limit, httpapi.TraceParent(c))
+	if err != nil {
+		return problem(err)
+	}
+	return c.JSON(http.StatusOK, v)
+}
+
+func (s *Service) getEvents(c echo.Context) error {
+	id, err := httpapi.ParseUUID("id", c.Param("id"))
+	if err != nil {
+		return err
+	}
+	evs, err := s.Events(c.Request().Context(), id)
+	if err != nil {
+		return problem(err)
+	}
+	return c.JSON(http.StatusOK, evs)
+}
+
+func parseLimit(s *string) (events.Money, error) {
+	if s == nil {
+		return 0, required("credit_limit")
+	}
+	return httpapi.ParseMoney("credit_limit", *s)
+}
+
+func required(field string) error {
+	return httpapi.Invalid(field+" is required", httpapi.FieldError{Field: field, Message: "is required"})
+}
+
+// problem turns the errors of commands into problem details; anything else
+// is the service's own fault and stays a 500.
+func problem(err error) error {
+	var ve *domain.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		return httpapi.Invalid(ve.Error(), httpapi.FieldError{Field: ve.Field, Message: ve.Message})
+	case errors.Is(err, domain.ErrNotFound):
+		return httpapi.NotFound("no such customer")
+	case errors.Is(err, domain.ErrLimitBelowReserved):
+		return httpapi.Invalid(err.Error(), httpapi.FieldError{Field: "credit_limit", Message: "is below the reserved credit"})
+	case errors.Is(err, eventstore.ErrConflict):
+		return httpapi.Conflict("the customer kept changing while the request was decided; try again")
+	}
+	return err
+}

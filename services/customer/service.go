@@ -1,0 +1,142 @@
+// Package customer is the customer service: it registers customers with a
+// credit limit, and in the order saga it reserves credit for each order
+// placed (or refuses it) and releases the credit of cancelled orders.
+//
+// Reading order: domain/ holds the Customer aggregate; commands.go what
+// the REST API can ask of it; saga.go how the service reacts to the order
+// service's events; http.go the REST API; this file wires the parts.
+package customer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/labstack/echo/v4"
+
+	"github.com/eventsaga/eventsaga/internal/platform"
+	"github.com/eventsaga/eventsaga/pkg/events"
+	"github.com/eventsaga/eventsaga/pkg/events/customers"
+	"github.com/eventsaga/eventsaga/pkg/events/orders"
+	"github.com/eventsaga/eventsaga/pkg/eventstore"
+	"github.com/eventsaga/eventsaga/pkg/outbox"
+	"github.com/eventsaga/eventsaga/services/customer/domain"
+)
+
+// Config is the customer service's configuration.
+type Config struct {
+	platform.Config
+	// ConsumerGroup reads orders.events (CONSUMER_GROUP); its dead letters
+	// go to dlq.<group>.
+	ConsumerGroup string
+	// SnapshotEvery is how often a customer's state is snapshotted
+	// (SNAPSHOT_EVERY).
+	SnapshotEvery int
+}
+
+// LoadConfig reads the configuration from getenv (os.Getenv in main).
+func LoadConfig(getenv func(string) string) (Config, error) {
+	base, err := platform.Load(getenv, "postgres://postgres@127.0.0.1:5432/customers", ":8081")
+	if err != nil {
+		return Config{}, err
+	}
+	cfg := Config{Config: base, ConsumerGroup: "customer-service", SnapshotEvery: 100}
+	if g := strings.TrimSpace(getenv("CONSUMER_GROUP")); g != "" {
+		cfg.ConsumerGroup = g
+	}
+	if s := getenv("SNAPSHOT_EVERY"); s != "" {
+		if cfg.SnapshotEvery, err = strconv.Atoi(s); err != nil {
+			return Config{}, fmt.Errorf("SNAPSHOT_EVERY: %w", err)
+		}
+	}
+	return cfg, nil
+}
+
+// Service is a running customer service's parts.
+type Service struct {
+	cfg      Config
+	log      *slog.Logger
+	pool     *pgxpool.Pool
+	store    *eventstore.Store
+	repo     *eventstore.Repository[domain.Customer]
+	registry *events.Registry
+	relay    *outbox.Relay
+	notifier *outbox.Notifier
+	consumer *outbox.Consumer
+	http     *echo.Echo
+}
+
+// New connects to the database (creating and migrating it if need be) and
+// prepares the service's parts; Serve runs them.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
+	s := &Service{cfg: cfg, log: log, registry: events.NewRegistry()}
+	if err := errors.Join(customers.Register(s.registry), orders.Register(s.registry)); err != nil {
+		return nil, err
+	}
+	var err error
+	if s.pool, err = platform.OpenDB(ctx, cfg.DatabaseURL, eventstore.Migration(), outbox.Migration()); err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	if err := s.wire(); err != nil {
+		s.pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Service) wire() error {
+	var err error
+	if s.relay, err = outbox.NewRelay(outbox.RelayConfig{Pool: s.pool, Brokers: s.cfg.KafkaBrokers, Logger: s.log}); err != nil {
+		return err
+	}
+	s.notifier = outbox.NewNotifier(s.pool, "", s.log)
+	s.notifier.SetLocalRelay(s.relay)
+	if s.store, err = eventstore.New(eventstore.Config{Pool: s.pool, Registry: s.registry, Notifier: s.notifier, SnapshotEvery: s.cfg.SnapshotEvery}); err != nil {
+		return err
+	}
+	if s.repo, err = eventstore.NewRepository(s.store, eventstore.RepositoryConfig[domain.Customer]{
+		AggregateType: customers.AggregateType, Topic: s.cfg.CustomersTopic,
+		Apply: domain.Apply, SnapshotSchema: "customer/v1",
+	}); err != nil {
+		return err
+	}
+	if s.consumer, err = outbox.NewConsumer(outbox.ConsumerConfig{
+		Pool: s.pool, Brokers: s.cfg.KafkaBrokers, Group: s.cfg.ConsumerGroup, Topics: []string{s.cfg.OrdersTopic},
+		Handler: s.applyOrderEvent, Logger: s.log,
+		Transient:   func(err error) bool { return errors.Is(err, eventstore.ErrConflict) },
+		AfterCommit: s.notifier.Notify,
+	}); err != nil {
+		return err
+	}
+	s.http = s.routes()
+	return nil
+}
+
+// Serve runs the API on ln, the relay and the consumer until ctx is done,
+// then shuts them down in order (see platform.Run) and closes the database.
+func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
+	defer s.pool.Close()
+	s.log.Info("customer service running", "addr", ln.Addr().String(), "config", s.cfg.Config)
+	return platform.Run(ctx, s.log, ln, platform.Parts{
+		HTTP: s.http, Relay: s.relay, Notifier: s.notifier, Consumer: s.consumer,
+	}, s.cfg.ShutdownTimeout)
+}
+
+// ready reports whether the database and Kafka answer.
+func (s *Service) ready(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	if err := s.consumer.Client().Ping(ctx); err != nil {
+		return fmt.Errorf("kafka: %w", err)
+	}
+	return nil
+}
+
+// ConsumerStats is what the saga consumer has done since the service started.
+func (s *Service) ConsumerStats() outbox.ConsumerStats { return s.consumer.Stats() }

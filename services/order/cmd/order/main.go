@@ -1,0 +1,42 @@
+// Command order runs the order service. Configuration comes from the
+// environment: DATABASE_URL, KAFKA_BROKERS, HTTP_ADDR (see order.Config).
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/eventsaga/eventsaga/services/order"
+)
+
+func main() {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("service", "order")
+	if err := run(log); err != nil {
+		log.Error("order service failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(log *slog.Logger) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg, err := order.LoadConfig(os.Getenv)
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return err
+	}
+	svc, err := order.New(ctx, cfg, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	return svc.Serve(ctx, ln)
+}

@@ -1,0 +1,220 @@
+package order
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/eventsaga/eventsaga/internal/httpapi"
+	"github.com/eventsaga/eventsaga/pkg/events/orders"
+	"github.com/eventsaga/eventsaga/pkg/eventstore"
+	"github.com/eventsaga/eventsaga/services/order/domain"
+)
+
+// MaxIdempotencyKeyLength bounds an Idempotency-Key header.
+const MaxIdempotencyKeyLength = 255
+
+func (s *Service) routes() *echo.Echo {
+	e := httpapi.New(s.log)
+	e.POST("/orders", s.postOrder)
+	e.GET("/orders/:id", s.getOrder)
+	e.GET("/orders/:id/events", s.getEvents)
+	e.POST("/orders/:id/cancel", s.postCancel)
+	httpapi.Health(e, s.ready)
+	return e
+}
+
+// Handler is the service's REST API, for tests that serve it themselves.
+func (s *Service) Handler() http.Handler { return s.http }
+
+type placeRequest struct {
+	CustomerID *string        `json:"customer_id"`
+	Items      *[]itemRequest `json:"items"`
+}
+
+type itemRequest struct {
+	ProductID *string `json:"product_id"`
+	// Quantity is checked by hand: a JSON string must be a 400 like any
+	// wrong type, while 1.5 is a number that breaks a rule (422).
+	Quantity  json.RawMessage `json:"quantity"`
+	UnitPrice *string         `json:"unit_price"`
+}
+
+func (s *Service) postOrder(c echo.Context) error {
+	key := c.Request().Header.Get("Idempotency-Key")
+	if err := checkKey(key, c.Request().Header.Values("Idempotency-Key")); err != nil {
+		return err
+	}
+	var req placeRequest
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
+		return err
+	}
+	cmd, err := req.command()
+	if err != nil {
+		return err
+	}
+	cmd.IdempotencyKey, cmd.TraceParent = key, httpapi.TraceParent(c)
+	placed, err := s.Place(c.Request().Context(), cmd)
+	if err != nil {
+		return problem(err)
+	}
+	return c.JSON(http.StatusCreated, placed)
+}
+
+func checkKey(key string, all []string) error {
+	switch {
+	case len(all) > 1:
+		return httpapi.BadRequest("more than one Idempotency-Key header")
+	case len(all) == 1 && key == "":
+		return httpapi.BadRequest("Idempotency-Key is empty")
+	case len(key) > MaxIdempotencyKeyLength:
+		return httpapi.BadRequest(fmt.Sprintf("Idempotency-Key is longer than %d characters", MaxIdempotencyKeyLength))
+	}
+	for i := 0; i < len(key); i++ {
+		if key[i] < 0x21 || key[i] > 0x7e {
+			return httpapi.BadRequest("Idempotency-Key must be printable ASCII without spaces")
+		}
+	}
+	return nil
+}
+
+// command turns the request into a PlaceOrder, or a problem naming the
+// first field that is wrong.
+func (r placeRequest) command() (PlaceOrder, error) {
+	var cmd PlaceOrder
+	if r.CustomerID == nil {
+		return cmd, required("customer_id")
+	}
+	id, err := httpapi.ParseUUID("customer_id", *r.CustomerID)
+	if err != nil {
+		return cmd, err
+	}
+	if r.Items == nil {
+		return cmd, required("items")
+	}
+	if len(*r.Items) > domain.MaxItems {
+		return cmd, httpapi.Invalid(fmt.Sprintf("an order holds at most %d items", domain.MaxItems),
+			httpapi.FieldError{Field: "items", Message: "too many items"})
+	}
+	cmd.CustomerID = id
+	cmd.Items = make([]orders.Item, len(*r.Items))
+	for i, it := range *r.Items {
+		field := fmt.Sprintf("items[%d].", i)
+		if it.ProductID == nil {
+			return cmd, required(field + "product_id")
+		}
+		q, err := quantity(field+"quantity", it.Quantity)
+		if err != nil {
+			return cmd, err
+		}
+		if it.UnitPrice == nil {
+			return cmd, required(field + "unit_price")
+		}
+		price, err := httpapi.ParseMoney(field+"unit_price", *it.UnitPrice)
+		if err != nil {
+			return cmd, err
+		}
+		cmd.Items[i] = orders.Item{ProductID: *it.ProductID, Quantity: q, UnitPrice: price}
+	}
+	return cmd, nil
+}
+
+func quantity(field string, raw json.RawMessage) (int64, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, required(field)
+	}
+	if c := raw[0]; c != '-' && (c < '0' || c > '9') {
+		return 0, httpapi.BadRequest(field+" must be a JSON number", httpapi.FieldError{Field: field, Message: "wrong JSON type"})
+	}
+	q, err := strconv.ParseInt(string(raw), 10, 64)
+	if err != nil || q < 1 || q > domain.MaxQuantity {
+		return 0, httpapi.Invalid(fmt.Sprintf("%s must be a whole number from 1 to %d, not %s", field, domain.MaxQuantity, raw),
+			httpapi.FieldError{Field: field, Message: "must be a positive whole number"})
+	}
+	return q, nil
+}
+
+func (s *Service) getOrder(c echo.Context) error {
+	id, err := httpapi.ParseUUID("id", c.Param("id"))
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	version, at := c.QueryParam("version"), c.QueryParam("at")
+	var v View
+	switch {
+	case version != "" && at != "":
+		return httpapi.BadRequest("ask for a version or a time, not both")
+	case version != "":
+		n, perr := strconv.ParseInt(version, 10, 64)
+		if perr != nil || n < 1 {
+			return httpapi.BadRequest("version must be a positive whole number", httpapi.FieldError{Field: "version", Message: "not a positive whole number"})
+		}
+		v, err = s.GetVersion(ctx, id, n)
+	case at != "":
+		t, perr := time.Parse(time.RFC3339Nano, at)
+		if perr != nil {
+			return httpapi.BadRequest("at must be an RFC 3339 time such as 2026-11-23T10:00:00Z", httpapi.FieldError{Field: "at", Message: "not an RFC 3339 time"})
+		}
+		v, err = s.GetAsOf(ctx, id, t)
+	default:
+		v, err = s.Get(ctx, id)
+	}
+	if err != nil {
+		return problem(err)
+	}
+	return c.JSON(http.StatusOK, v)
+}
+
+func (s *Service) getEvents(c echo.Context) error {
+	id, err := httpapi.ParseUUID("id", c.Param("id"))
+	if err != nil {
+		return err
+	}
+	evs, err := s.Events(c.Request().Context(), id)
+	if err != nil {
+		return problem(err)
+	}
+	return c.JSON(http.StatusOK, evs)
+}
+
+func (s *Service) postCancel(c echo.Context) error {
+	id, err := httpapi.ParseUUID("id", c.Param("id"))
+	if err != nil {
+		return err
+	}
+	v, err := s.Cancel(c.Request().Context(), id, httpapi.TraceParent(c))
+	if err != nil {
+		return problem(err)
+	}
+	return c.JSON(http.StatusOK, v)
+}
+
+func required(field string) error {
+	return httpapi.Invalid(field+" is required", httpapi.FieldError{Field: field, Message: "is required"})
+}
+
+// problem turns the errors of commands into problem details; anything else
+// is the service's own fault and stays a 500.
+func problem(err error) error {
+	var ve *domain.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		return httpapi.Invalid(ve.Error(), httpapi.FieldError{Field: ve.Field, Message: ve.Message})
+	case errors.Is(err, domain.ErrNotFound):
+		return httpapi.NotFound("no such order (at that version or time)")
+	case errors.Is(err, domain.ErrCannotCancel):
+		return httpapi.Conflict(err.Error())
+	case errors.Is(err, ErrKeyReused):
+		return httpapi.Invalid("this Idempotency-Key was used with a different request",
+			httpapi.FieldError{Field: "Idempotency-Key", Message: "reused with a different request"})
+	case errors.Is(err, eventstore.ErrConflict):
+		return httpapi.Conflict("the order kept changing while the request was decided; try again")
+	}
+	return err
+}
