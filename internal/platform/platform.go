@@ -185,7 +185,10 @@ func Run(ctx context.Context, log *slog.Logger, ln net.Listener, parts Parts, dr
 	// whatever it cannot in time stays in the outbox for the next start.
 	if parts.Relay != nil {
 		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drain)
-		if err := parts.Relay.Flush(flushCtx); err != nil {
+		switch err := parts.Relay.Flush(flushCtx); {
+		case errors.Is(err, outbox.ErrNotLeader):
+			// Another instance's relay publishes what this one committed.
+		case err != nil:
 			log.Warn("relay did not publish everything before stopping; the outbox keeps the rest", "err", err)
 		}
 		cancel()

@@ -161,3 +161,28 @@ func WaitFor(t testing.TB, within time.Duration, what string, cond func() bool) 
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Count returns how many records topic holds: the sum over its partitions
+// of end minus start offsets. Unlike reading until a number arrives, it
+// also sees records beyond the number expected.
+func (k *Kafka) Count(t testing.TB, topic string) int64 {
+	t.Helper()
+	adm := kadm.NewClient(k.Client(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	starts, err := adm.ListStartOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	ends.Each(func(o kadm.ListedOffset) {
+		if s, ok := starts.Lookup(o.Topic, o.Partition); ok {
+			n += o.Offset - s.Offset
+		}
+	})
+	return n
+}

@@ -201,6 +201,10 @@ func (r *Repository[S]) Stage(u *UnitOfWork, agg *Aggregate[S], meta Meta, evs .
 // rows, for a caller that already has a transaction (a consumer's handler).
 // It fails with a ConflictError if the stream has moved past agg.Version;
 // the transaction is then unusable and the caller starts over.
+//
+// agg moves to its new version when the statements succeed, before tx
+// commits: if tx rolls back, agg is ahead of the store and must be loaded
+// again, not reused.
 func (r *Repository[S]) Append(ctx context.Context, tx pgx.Tx, agg *Aggregate[S], meta Meta, evs ...events.Event) ([]events.Envelope, error) {
 	var u UnitOfWork
 	envs, err := r.Stage(&u, agg, meta, evs...)

@@ -178,6 +178,21 @@ func (s *Store) stage(u *UnitOfWork, topic string, expected int64, envs []events
 		msgs[i] = outbox.Message{Topic: topic, Key: e.AggregateID.String(), Value: value, Headers: headers}
 	}
 
+	// Every outbox row is built, and checked, before anything is queued:
+	// a unit must never hold events without all of their outbox rows.
+	type statement struct {
+		sql  string
+		args []any
+	}
+	rows := make([]statement, len(msgs))
+	for i, m := range msgs {
+		sql, args, err := outbox.Insert(m)
+		if err != nil {
+			return err
+		}
+		rows[i] = statement{sql, args}
+	}
+
 	conflict := &ConflictError{AggregateID: first.AggregateID, Expected: expected}
 	u.queue(func(tag pgconn.CommandTag, err error) error {
 		var pgErr *pgconn.PgError
@@ -193,17 +208,13 @@ func (s *Store) stage(u *UnitOfWork, topic string, expected int64, envs []events
 	}, insertEvents, [16]byte(first.AggregateID), first.AggregateType, first.OccurredAt, [16]byte(first.CorrelationID),
 		versions, ids, types, schemas, causes, datas, expected)
 
-	for _, m := range msgs {
-		sql, args, err := outbox.Insert(m)
-		if err != nil {
-			return err
-		}
+	for _, row := range rows {
 		u.queue(func(_ pgconn.CommandTag, err error) error {
 			if err != nil {
 				return fmt.Errorf("outbox row for %s: %w", first.AggregateID, err)
 			}
 			return nil
-		}, sql, args...)
+		}, row.sql, row.args...)
 	}
 	if snap != nil {
 		last := envs[n-1]

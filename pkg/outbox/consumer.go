@@ -168,6 +168,7 @@ type Consumer struct {
 	cfg  ConsumerConfig
 	log  *slog.Logger
 	cl   *kgo.Client
+	dlq  *kgo.Client // a producer of its own, so that a shutdown can abandon a dead letter Kafka does not answer for
 	pool *pgxpool.Pool
 
 	applied, duplicates, deadLettered atomic.Int64
@@ -190,14 +191,22 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 		kgo.DisableAutoCommit(),
 		// No rebalance while a polled batch is being applied.
 		kgo.BlockRebalanceOnPoll(),
-		// Dead letters keep their key's partitioning.
-		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
 	}, cfg.ClientOpts...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: kafka client: %w", cfg.Group, err)
 	}
-	return &Consumer{cfg: cfg, log: log, cl: cl, pool: cfg.Pool}, nil
+	dlq, err := kgo.NewClient(
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.WithLogger(kafkaLogger(log)),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)), // dead letters keep their key's partitioning
+	)
+	if err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("consumer %s: kafka producer: %w", cfg.Group, err)
+	}
+	return &Consumer{cfg: cfg, log: log, cl: cl, dlq: dlq, pool: cfg.Pool}, nil
 }
 
 // Stats returns the consumer's counters.
@@ -226,6 +235,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	// what it finished instead of abandoning it.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	closeDLQ := sync.OnceFunc(c.dlq.Close)
+	defer closeDLQ()
+	defer context.AfterFunc(workCtx, closeDLQ)()
 	stop := context.AfterFunc(ctx, func() {
 		t := time.AfterFunc(c.cfg.ShutdownGrace, cancelWork)
 		context.AfterFunc(workCtx, func() { t.Stop() })
@@ -381,6 +393,7 @@ func (c *Consumer) applyBatch(ctx context.Context, recs []*kgo.Record) error {
 // only when ctx ended first, leaving the record unhandled.
 func (c *Consumer) applyWithRetries(ctx context.Context, rec *kgo.Record) bool {
 	backoff := c.cfg.RetryBackoff
+	transients := 0
 	for attempt := 1; ; attempt++ {
 		err := c.applyBatch(ctx, []*kgo.Record{rec})
 		if err == nil {
@@ -393,9 +406,11 @@ func (c *Consumer) applyWithRetries(ctx context.Context, rec *kgo.Record) bool {
 		switch {
 		case errors.As(err, &perm):
 			return c.deadLetter(ctx, rec, err)
-		case c.transient(err):
+		case c.transient(err) && transients < maxTransientRetries:
 			// Another writer got there first; it will have finished by
-			// the time a short, jittered pause is over.
+			// the time a short, jittered pause is over. A "transient"
+			// failure that keeps coming back is counted like any other.
+			transients++
 			c.log.Debug("transient failure; retrying", "err", err)
 			attempt--
 			if !sleep(ctx, c.cfg.RetryBackoff/2+rand.N(c.cfg.RetryBackoff)) {
@@ -419,6 +434,10 @@ func (c *Consumer) applyWithRetries(ctx context.Context, rec *kgo.Record) bool {
 	}
 }
 
+// maxTransientRetries bounds the retries of one record that do not count
+// towards MaxAttempts: 200 short pauses, about ten seconds.
+const maxTransientRetries = 200
+
 // transient reports a failure that says nothing about the record: a
 // deadlock or serialization failure that Postgres resolved by aborting this
 // transaction, or what the handler's Transient says.
@@ -441,7 +460,7 @@ func (c *Consumer) deadLetter(ctx context.Context, rec *kgo.Record, cause error)
 	dl := &kgo.Record{Topic: c.cfg.DLQTopic, Key: rec.Key, Value: rec.Value, Headers: headers}
 	backoff := c.cfg.RetryBackoff
 	for {
-		err := c.cl.ProduceSync(ctx, dl).FirstErr()
+		err := c.dlq.ProduceSync(ctx, dl).FirstErr()
 		if err == nil {
 			break
 		}
@@ -455,6 +474,14 @@ func (c *Consumer) deadLetter(ctx context.Context, rec *kgo.Record, cause error)
 		backoff = min(2*backoff, 5*time.Second)
 	}
 	c.deadLettered.Add(1)
+	// Remember it as dealt with: if its offset is not committed (a crash, a
+	// rebalance), a redelivery must not apply it after the records that
+	// followed it, nor dead-letter it twice.
+	if env, err := events.ParseEnvelope(rec.Value); err == nil {
+		if _, err := c.pool.Exec(ctx, claimEvents, c.cfg.Group, [][16]byte{env.EventID}); err != nil {
+			c.log.Warn("could not record the dead letter in the inbox", "err", err)
+		}
+	}
 	return true
 }
 

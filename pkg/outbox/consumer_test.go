@@ -24,6 +24,8 @@ type countingConsumer struct {
 	stop     func()
 }
 
+func (c *countingConsumer) dlqTopic() string { return c.consumer.cfg.DLQTopic }
+
 const effectsTable = `
 CREATE TABLE IF NOT EXISTS effects (
     seq      bigserial PRIMARY KEY,
@@ -102,12 +104,12 @@ func TestConsumerDeadLettersUndecodableRecordAndMovesOn(t *testing.T) {
 	garbage := &kgo.Record{Key: []byte(key.String()), Value: []byte("this is not JSON"), Headers: []kgo.RecordHeader{{Key: "origin", Value: []byte("test")}}}
 	e.produce(t, garbage, e.record(t, key, 1))
 
-	c := e.startCountingConsumer(t, "dlq-test")
+	c := e.startCountingConsumer(t, e.kafka.Topic("dlq-test"))
 	waitFor(t, 20*time.Second, "the good record", func() bool { return c.consumer.Stats().Applied == 1 })
 
-	dlq := e.kafka.ReadAll(t, "dlq.dlq-test", 1, 10*time.Second)
-	if len(dlq) != 1 {
-		t.Fatalf("%d records on the DLQ, want 1", len(dlq))
+	dlq := e.kafka.ReadAll(t, c.dlqTopic(), 1, 10*time.Second)
+	if n := e.kafka.Count(t, c.dlqTopic()); len(dlq) != 1 || n != 1 {
+		t.Fatalf("%d records on the DLQ, want 1", n)
 	}
 	d := dlq[0]
 	hs := map[string]string{}
@@ -135,7 +137,7 @@ func TestConsumerRetriesThenDeadLettersFailingEvent(t *testing.T) {
 	e.produce(t, recs...)
 
 	var poisonTries, flakyTries atomic.Int32
-	c := e.startCountingConsumer(t, "retry-test", func(cfg *ConsumerConfig) {
+	c := e.startCountingConsumer(t, e.kafka.Topic("retry-test"), func(cfg *ConsumerConfig) {
 		cfg.MaxAttempts = 3
 		cfg.Handler = func(ctx context.Context, tx pgx.Tx, d Delivery) error {
 			switch d.Envelope.AggregateVersion {
@@ -161,10 +163,17 @@ func TestConsumerRetriesThenDeadLettersFailingEvent(t *testing.T) {
 	if n := poisonTries.Load(); n != 1+3 {
 		t.Errorf("poison tried %d times, want 4", n)
 	}
-	dlq := e.kafka.ReadAll(t, "dlq.retry-test", 1, 10*time.Second)
-	if len(dlq) != 1 {
-		t.Fatalf("%d dead letters", len(dlq))
+	if n := e.kafka.Count(t, c.dlqTopic()); n != 1 {
+		t.Fatalf("%d dead letters", n)
 	}
+	// Delivered again, the dead letter is known to the inbox: skipped, not
+	// tried and dead-lettered a second time.
+	e.produce(t, &kgo.Record{Key: recs[3].Key, Value: recs[3].Value})
+	waitFor(t, 20*time.Second, "the redelivered poison to be skipped", func() bool { return c.consumer.Stats().Duplicates == 1 })
+	if s := c.consumer.Stats(); s.DeadLettered != 1 || poisonTries.Load() != 4 {
+		t.Errorf("after redelivery: %+v, poison tried %d times", s, poisonTries.Load())
+	}
+
 	var versions []int64
 	rows, _ := e.pool.Query(context.Background(), "SELECT version FROM effects ORDER BY seq")
 	versions, _ = pgx.CollectRows(rows, pgx.RowTo[int64])
@@ -193,7 +202,7 @@ func TestConsumerOrderPerKeyAndDuplicates(t *testing.T) {
 	e.produce(t, recs...)
 	e.produce(t, recs[:100]...) // the same events again, as after a relay crash
 
-	c := e.startCountingConsumer(t, "order-test", func(cfg *ConsumerConfig) { cfg.BatchSize = 37 })
+	c := e.startCountingConsumer(t, e.kafka.Topic("order-test"), func(cfg *ConsumerConfig) { cfg.BatchSize = 37 })
 	waitFor(t, 30*time.Second, "every record", func() bool {
 		s := c.consumer.Stats()
 		return s.Applied+s.Duplicates >= keys*versions+100
@@ -233,7 +242,8 @@ func TestConsumerCommitsOffsetsOnlyAfterTransaction(t *testing.T) {
 	inHandler := make(chan struct{})
 	release := make(chan struct{})
 	var blocked atomic.Bool
-	first := e.startCountingConsumer(t, "commit-test", func(cfg *ConsumerConfig) {
+	group := e.kafka.Topic("commit-test")
+	first := e.startCountingConsumer(t, group, func(cfg *ConsumerConfig) {
 		cfg.ShutdownGrace = 100 * time.Millisecond
 		cfg.Handler = func(ctx context.Context, tx pgx.Tx, d Delivery) error {
 			if d.Envelope.AggregateVersion == 3 && blocked.CompareAndSwap(false, true) {
@@ -250,7 +260,7 @@ func TestConsumerCommitsOffsetsOnlyAfterTransaction(t *testing.T) {
 	<-inHandler
 
 	adm := kadm.NewClient(e.kafka.Client(t))
-	offsets, err := adm.FetchOffsets(context.Background(), "commit-test")
+	offsets, err := adm.FetchOffsets(context.Background(), first.consumer.cfg.Group)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,13 +274,13 @@ func TestConsumerCommitsOffsetsOnlyAfterTransaction(t *testing.T) {
 		t.Fatalf("%d effects committed by the stopped consumer, want 0", rows)
 	}
 
-	second := e.startCountingConsumer(t, "commit-test")
+	second := e.startCountingConsumer(t, group)
 	waitFor(t, 20*time.Second, "the second consumer", func() bool { return second.consumer.Stats().Applied == 3 })
 	if rows, distinct := second.counts(t); rows != 3 || distinct != 3 {
 		t.Errorf("effects %d rows, %d distinct; want 3", rows, distinct)
 	}
 	waitFor(t, 10*time.Second, "the offset commit", func() bool {
-		offsets, err := adm.FetchOffsets(context.Background(), "commit-test")
+		offsets, err := adm.FetchOffsets(context.Background(), first.consumer.cfg.Group)
 		o, ok := offsets.Lookup(e.topic, 0)
 		return err == nil && ok && o.At == 3
 	})

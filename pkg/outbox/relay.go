@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -58,8 +59,15 @@ type RelayConfig struct {
 	// looks anyway, and how often a standby tries to take the lock; one second
 	// if zero.
 	PollInterval time.Duration
-	// ClientOpts are added to the Kafka producer's options (after the ones
-	// the relay relies on, so think twice before overriding them).
+	// PublishTimeout bounds one batch's wait for Kafka's acknowledgment; 30s
+	// if zero. A batch that takes longer ends the relay's session: its Kafka
+	// client is closed (kgo cannot otherwise give up on records already
+	// sent), the lock is released, and unacknowledged rows are published
+	// again by whoever leads next.
+	PublishTimeout time.Duration
+	// ClientOpts are added to the Kafka producer's options. The options the
+	// relay's guarantees rest on (acks, partitioner, idempotence, batch
+	// size) are applied after them and cannot be overridden.
 	ClientOpts []kgo.Opt
 
 	// afterPublish, when set, runs after Kafka acknowledged a batch and
@@ -84,6 +92,9 @@ func (c *RelayConfig) setDefaults() {
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = time.Second
+	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = 30 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -138,14 +149,18 @@ func (r *Relay) Wake() {
 }
 
 // Flush returns once this relay has published everything committed before
-// the call, or at once if it is not the active relay, or when ctx ends.
+// the call; ErrNotLeader if it is not (or stops being) the active relay;
+// ctx's error if that ends first.
 func (r *Relay) Flush(ctx context.Context) error {
 	// Two empty passes: the second began after this call, so it saw every
 	// row committed before it.
 	target := r.emptyPasses.Load() + 2
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
-	for r.Leader() && r.emptyPasses.Load() < target {
+	for r.emptyPasses.Load() < target {
+		if !r.Leader() {
+			return ErrNotLeader
+		}
 		r.Wake()
 		select {
 		case <-ctx.Done():
@@ -159,30 +174,16 @@ func (r *Relay) Flush(ctx context.Context) error {
 // Published is the number of records this relay has had acknowledged.
 func (r *Relay) Published() int64 { return r.published.Load() }
 
+// ErrNotLeader is returned by Flush when this relay is not the one
+// publishing; another instance's relay is.
+var ErrNotLeader = errors.New("relay is not the active publisher")
+
 // Run publishes until ctx is done. It waits as a standby while another relay
 // holds the lock, and survives lost database connections and Kafka errors by
-// starting over after a pause. It returns an error only if the Kafka client
-// cannot be created.
+// starting over after a pause. It returns when ctx is done.
 func (r *Relay) Run(ctx context.Context) error {
-	opts := append([]kgo.Opt{
-		kgo.SeedBrokers(r.cfg.Brokers...),
-		kgo.WithLogger(kafkaLogger(r.log)),
-		// Idempotent (kgo's default) with acks from all in-sync replicas:
-		// retries never duplicate or reorder within a partition.
-		kgo.RequiredAcks(kgo.AllISRAcks()),
-		// Partition by murmur2 of the key, as the Java client does, so
-		// every Kafka client agrees where an aggregate's events live.
-		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
-		kgo.ProducerBatchMaxBytes(1 << 20),
-	}, r.cfg.ClientOpts...)
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return fmt.Errorf("relay: kafka client: %w", err)
-	}
-	defer cl.Close()
-
 	for ctx.Err() == nil {
-		err := r.session(ctx, cl)
+		err := r.session(ctx)
 		if ctx.Err() != nil {
 			break
 		}
@@ -192,10 +193,47 @@ func (r *Relay) Run(ctx context.Context) error {
 	return nil
 }
 
+// newProducer returns the Kafka client of one leadership session.
+func (r *Relay) newProducer() (*kgo.Client, error) {
+	opts := append(append([]kgo.Opt{}, r.cfg.ClientOpts...),
+		kgo.SeedBrokers(r.cfg.Brokers...),
+		kgo.WithLogger(kafkaLogger(r.log)),
+		// Idempotent (kgo's default) with acks from all in-sync replicas:
+		// retries never duplicate or reorder within a partition.
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		// Partition by murmur2 of the key, as the Java client does, so
+		// every Kafka client agrees where an aggregate's events live.
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+		// Above MaxMessageBytes: kgo fails a record too large for a batch on
+		// its own, without failing its partition's later records.
+		kgo.ProducerBatchMaxBytes(1<<20),
+	)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	return cl, nil
+}
+
+// relayConnParams make Postgres notice within about half a minute that the
+// relay's host died or was cut off, and so release its lock; by default an
+// idle session can hold it for hours.
+var relayConnParams = map[string]string{
+	"tcp_keepalives_idle":     "10",
+	"tcp_keepalives_interval": "5",
+	"tcp_keepalives_count":    "3",
+	"tcp_user_timeout":        "30000",
+	"application_name":        "outbox-relay",
+}
+
 // session runs one database connection's life: wait for the lock, then
 // publish until something fails.
-func (r *Relay) session(ctx context.Context, cl *kgo.Client) error {
-	conn, err := pgx.ConnectConfig(ctx, r.cfg.Pool.Config().ConnConfig.Copy())
+func (r *Relay) session(ctx context.Context) error {
+	connCfg := r.cfg.Pool.Config().ConnConfig.Copy()
+	for k, v := range relayConnParams {
+		connCfg.RuntimeParams[k] = v
+	}
+	conn, err := pgx.ConnectConfig(ctx, connCfg)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
@@ -218,6 +256,18 @@ func (r *Relay) session(ctx context.Context, cl *kgo.Client) error {
 			return ctx.Err()
 		}
 	}
+	cl, err := r.newProducer()
+	if err != nil {
+		return err
+	}
+	// Closing the client is the only way to make kgo give up on records
+	// it has sent and has no answer for; without it a shutdown while Kafka
+	// is unreachable would hang, holding the lock. Several things may close
+	// it; it is closed once.
+	closeProducer := sync.OnceFunc(cl.Close)
+	defer closeProducer()
+	defer context.AfterFunc(ctx, closeProducer)()
+
 	r.leader.Store(true)
 	defer r.leader.Store(false)
 	r.log.Info("relay is the active publisher")
@@ -228,7 +278,7 @@ func (r *Relay) session(ctx context.Context, cl *kgo.Client) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	for {
-		n, err := r.publishBatch(ctx, conn, cl)
+		n, err := r.publishBatch(ctx, conn, cl, closeProducer)
 		if err != nil {
 			return err
 		}
@@ -244,34 +294,34 @@ func (r *Relay) session(ctx context.Context, cl *kgo.Client) error {
 // wait returns when a NOTIFY arrives, Wake is called or the poll interval
 // has passed, whichever is first.
 func (r *Relay) wait(ctx context.Context, conn *pgx.Conn) error {
-	waitCtx, cancel := context.WithTimeout(ctx, r.cfg.PollInterval)
-	defer cancel()
 	select {
 	case <-r.wake: // woken while publishing: look again at once
 		return nil
 	default:
 	}
-	woken := make(chan struct{})
+	waitCtx, cancel := context.WithTimeout(ctx, r.cfg.PollInterval)
+	defer cancel()
+	woken := make(chan bool, 1)
 	go func() {
 		select {
 		case <-r.wake:
-			close(woken)
+			woken <- true
 			cancel() // interrupts the wait; the connection stays usable
 		case <-waitCtx.Done():
+			woken <- false
 		}
 	}()
 	_, err := conn.WaitForNotification(waitCtx)
+	cancel()
+	// Join the helper, so that a wake it took is never lost: whatever
+	// happened, the caller looks at the outbox next.
+	wasWoken := <-woken
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()
-	case err == nil, errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+	case err == nil, wasWoken, errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return nil
 	default:
-		select {
-		case <-woken:
-			return nil
-		default:
-		}
 		return fmt.Errorf("wait for notification: %w", err)
 	}
 }
@@ -285,7 +335,7 @@ FROM outbox ORDER BY id LIMIT $1`
 
 // publishBatch publishes the oldest committed rows and deletes those Kafka
 // acknowledged. It returns how many rows it read.
-func (r *Relay) publishBatch(ctx context.Context, conn *pgx.Conn, cl *kgo.Client) (int, error) {
+func (r *Relay) publishBatch(ctx context.Context, conn *pgx.Conn, cl *kgo.Client, closeProducer func()) (int, error) {
 	ids := make([]int64, 0, r.cfg.BatchSize)
 	recs := make([]*kgo.Record, 0, r.cfg.BatchSize)
 	rows, _ := conn.Query(ctx, selectBatch, r.cfg.BatchSize) // errors surface in rows.Err
@@ -325,7 +375,12 @@ func (r *Relay) publishBatch(ctx context.Context, conn *pgx.Conn, cl *kgo.Client
 	}
 	acked := ids[:0]
 	var firstErr error
-	for _, res := range cl.ProduceSync(ctx, recs...) {
+	watchdog := time.AfterFunc(r.cfg.PublishTimeout, closeProducer)
+	results := cl.ProduceSync(ctx, recs...)
+	if !watchdog.Stop() {
+		return 0, fmt.Errorf("kafka did not acknowledge %d records within %v", len(recs), r.cfg.PublishTimeout)
+	}
+	for _, res := range results {
 		if res.Err != nil {
 			if firstErr == nil {
 				firstErr = fmt.Errorf("publish to %s: %w", res.Record.Topic, res.Err)

@@ -3,12 +3,17 @@ package outbox
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/eventsaga/eventsaga/internal/testenv"
 )
 
 // A transaction that drew the smallest outbox id commits after later ones
@@ -101,7 +106,7 @@ func TestRelayCrashBetweenPublishAndDelete(t *testing.T) {
 	}
 
 	// The consumer sees every event twice and applies each once.
-	applied := e.startCountingConsumer(t, "crash-test")
+	applied := e.startCountingConsumer(t, e.kafka.Topic("crash-test"))
 	waitFor(t, 20*time.Second, "the consumer to see all 100 records", func() bool {
 		s := applied.consumer.Stats()
 		return s.Applied+s.Duplicates >= 100
@@ -140,13 +145,18 @@ func TestTwoRelaysOneActiveAndTakeover(t *testing.T) {
 	written := make(chan map[string]int64)
 	go func() {
 		versions := map[string]int64{}
+		defer func() { written <- versions }()
 		for i := 0; ctx.Err() == nil; i++ {
 			k := keyOf(i % keys)
+			m := e.message(t, k, versions[k.String()]+1)
+			err := pgx.BeginFunc(context.Background(), e.pool, func(tx pgx.Tx) error { return Enqueue(context.Background(), tx, m) })
+			if err != nil {
+				t.Errorf("writer: %v", err) // not Fatal: this is not the test's goroutine
+				return
+			}
 			versions[k.String()]++
-			e.commit(t, e.message(t, k, versions[k.String()]))
 			time.Sleep(2 * time.Millisecond)
 		}
-		written <- versions
 	}()
 
 	waitFor(t, 10*time.Second, "a leader", func() bool { return a.Leader() || b.Leader() })
@@ -246,12 +256,79 @@ func TestRelayWokenInProcess(t *testing.T) {
 	n.SetLocalRelay(r)
 	waitFor(t, 10*time.Second, "leadership", r.Leader)
 	got := e.collect(t, e.topic)
-	for v := int64(1); v <= 5; v++ {
+	// Many rounds: a wake lost to a race would leave the relay waiting for
+	// its hour-long poll.
+	for v := int64(1); v <= 200; v++ {
 		e.commit(t, e.message(t, keyOf(1), v))
 		n.Notify()
 		waitFor(t, 10*time.Second, "the woken relay's record", func() bool { return len(got.snapshot()) == int(v) })
 	}
 	if len(n.kick) != 0 {
 		t.Error("a NOTIFY was asked for although the local relay leads")
+	}
+}
+
+// silentKafka is a cluster of its own whose produce requests can be made
+// to go unanswered, as when a broker hangs or the network drops replies.
+type silentKafka struct {
+	env
+	silent    atomic.Bool
+	swallowed atomic.Int32
+}
+
+func newSilentKafka(t *testing.T) *silentKafka {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "things.events"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	k := &silentKafka{env: env{pool: testenv.Postgres(t, Migration()), kafka: &testenv.Kafka{Brokers: c.ListenAddrs()}, topic: "things.events"}}
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if !k.silent.Load() {
+			return nil, nil, false
+		}
+		k.swallowed.Add(1)
+		return nil, nil, true // no answer at all
+	})
+	return k
+}
+
+// A relay whose batch Kafka never answers still stops when told to,
+// promptly, leaving the rows for the next start.
+func TestRelayStopsWhileKafkaDoesNotAnswer(t *testing.T) {
+	k := newSilentKafka(t)
+	k.silent.Store(true)
+	_, stop := k.startRelay(t, RelayConfig{PublishTimeout: time.Hour})
+	k.commit(t, k.message(t, keyOf(1), 1), k.message(t, keyOf(1), 2))
+	waitFor(t, 10*time.Second, "a produce request to go unanswered", func() bool { return k.swallowed.Load() > 0 })
+
+	stopped := make(chan struct{})
+	go func() { stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the relay did not stop within 10s while Kafka was silent")
+	}
+	if n := k.outboxRows(t); n != 2 {
+		t.Errorf("%d rows left, want both", n)
+	}
+}
+
+// A batch that Kafka does not acknowledge within PublishTimeout ends the
+// relay's session, releasing the lock for another relay; once Kafka answers
+// again, everything is published.
+func TestRelayGivesUpOnAStuckBatch(t *testing.T) {
+	k := newSilentKafka(t)
+	k.silent.Store(true)
+	r, _ := k.startRelay(t, RelayConfig{PublishTimeout: 300 * time.Millisecond, PollInterval: 50 * time.Millisecond})
+	waitFor(t, 10*time.Second, "leadership", r.Leader)
+	k.commit(t, k.message(t, keyOf(1), 1), k.message(t, keyOf(1), 2))
+	waitFor(t, 10*time.Second, "the stuck session to give up its lock", func() bool { return !r.Leader() })
+
+	k.silent.Store(false)
+	waitFor(t, 20*time.Second, "the rows to be published after all", func() bool { return k.outboxRows(t) == 0 })
+	if recs := k.kafka.ReadAll(t, k.topic, 2, 10*time.Second); len(recs) < 2 {
+		t.Errorf("%d records on the topic", len(recs))
 	}
 }
