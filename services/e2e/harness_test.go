@@ -122,6 +122,13 @@ func serve[S any](t *testing.T, svc S, run func(context.Context, net.Listener) e
 // call sends a request and returns the status and the body.
 func call(t *testing.T, method, url, body string, headers ...string) (int, []byte) {
 	t.Helper()
+	status, b, _ := send(t, method, url, body, headers...)
+	return status, b
+}
+
+// send is call that also returns the response's headers.
+func send(t *testing.T, method, url, body string, headers ...string) (int, []byte, http.Header) {
+	t.Helper()
 	var r io.Reader
 	if body != "" {
 		r = bytes.NewBufferString(body)
@@ -140,7 +147,7 @@ func call(t *testing.T, method, url, body string, headers ...string) (int, []byt
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
+	return resp.StatusCode, b, resp.Header
 }
 
 // mustCall is call that fails the test unless the status is want, and
