@@ -3,13 +3,18 @@
 GO      ?= go
 DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: run test bench lint devbroker
+.PHONY: run build test bench lint devbroker
 
-## run: start the dev Kafka broker (kfake on 127.0.0.1:9092, data in .devbroker)
-run: devbroker
+## run: the dev Kafka broker (127.0.0.1:9092) and the services (order :8080, customer :8081), Ctrl-C stops all
+run: build
+	DATABASE_URL=$(DATABASE_URL) exec bin/devstack -bin bin -data .devbroker
 
-devbroker:
-	$(GO) build -o bin/devbroker ./cmd/devbroker
+## build: the commands into bin/
+build:
+	$(GO) build -o bin/ ./cmd/devbroker ./cmd/devstack ./services/order/cmd/order ./services/customer/cmd/customer
+
+## devbroker: the dev Kafka broker alone
+devbroker: build
 	exec bin/devbroker -port 9092 -data .devbroker
 
 ## test: every test, with the race detector, against the local Postgres and in-process Kafka

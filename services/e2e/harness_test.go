@@ -110,11 +110,8 @@ func serve[S any](t *testing.T, svc S, run func(context.Context, net.Listener) e
 	t.Cleanup(stop)
 	r := &running[S]{svc: svc, url: "http://" + ln.Addr().String(), stop: stop}
 	testenv.WaitFor(t, 10*time.Second, "the service to answer", func() bool {
-		resp, err := http.Get(r.url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil && resp.StatusCode == 200
+		status, _ := tryCall(r.url + "/healthz")
+		return status == 200
 	})
 	return r
 }
@@ -148,6 +145,16 @@ func send(t *testing.T, method, url, body string, headers ...string) (int, []byt
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, b, resp.Header
+}
+
+// tryCall GETs url and returns the status, or 0 if nothing answered.
+func tryCall(url string) (int, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }
 
 // mustCall is call that fails the test unless the status is want, and

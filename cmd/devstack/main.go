@@ -1,0 +1,211 @@
+// Command devstack runs the whole system on one machine without Docker: the
+// dev Kafka broker and each service as processes of their own, each service
+// with its own database on the Postgres of DATABASE_URL (created if missing).
+// It prints where everything listens and, on Ctrl-C, stops the services
+// first (they drain and commit) and the broker last (it saves its data).
+//
+// It runs the binaries in -bin (make run builds them there).
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/eventsaga/eventsaga/internal/pgdb"
+)
+
+func main() {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("service", "devstack")
+	if err := run(log); err != nil {
+		log.Error("devstack failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+// service is one process of the stack.
+type service struct {
+	name  string
+	addr  string // host:port it serves on
+	env   []string
+	ready string // URL that answers 200 when it is up; "" for the broker
+	cmd   *exec.Cmd
+	done  chan error
+}
+
+func run(log *slog.Logger) error {
+	bin := flag.String("bin", "bin", "directory holding the devbroker, order and customer binaries")
+	data := flag.String("data", ".devbroker", "the broker's data directory")
+	kafkaPort := flag.Int("kafka-port", 9092, "port of the dev broker on 127.0.0.1")
+	flag.Parse()
+	server := os.Getenv("DATABASE_URL")
+	if server == "" {
+		server = "postgres://postgres@127.0.0.1:5432/postgres"
+	}
+	brokers := "127.0.0.1:" + strconv.Itoa(*kafkaPort)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	broker := &service{name: "devbroker", addr: brokers}
+	svcs := []*service{
+		{name: "customer", addr: "127.0.0.1:8081", ready: "http://127.0.0.1:8081/readyz",
+			env: []string{"DATABASE_URL=" + pgdb.WithDatabase(server, "customers")}},
+		{name: "order", addr: "127.0.0.1:8080", ready: "http://127.0.0.1:8080/readyz",
+			env: []string{"DATABASE_URL=" + pgdb.WithDatabase(server, "orders")}},
+	}
+	for _, s := range append([]*service{broker}, svcs...) {
+		if c, err := net.DialTimeout("tcp", s.addr, 200*time.Millisecond); err == nil {
+			c.Close()
+			return fmt.Errorf("%s: %s is already taken; is the stack already running?", s.name, s.addr)
+		}
+	}
+
+	if err := start(broker, filepath.Join(*bin, "devbroker"), "-port", strconv.Itoa(*kafkaPort), "-data", *data); err != nil {
+		return err
+	}
+	defer stopAll(log, broker)
+	if err := waitTCP(ctx, broker); err != nil {
+		return err
+	}
+	for _, s := range svcs {
+		s.env = append(s.env, "KAFKA_BROKERS="+brokers, "HTTP_ADDR="+s.addr)
+		if err := start(s, filepath.Join(*bin, s.name)); err != nil {
+			return err
+		}
+		defer stopAll(log, s)
+	}
+	for _, s := range svcs {
+		if err := waitReady(ctx, s); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("\nThe stack is running (Ctrl-C stops it):\n")
+	fmt.Printf("  kafka     %s  (data in %s)\n", brokers, *data)
+	for _, s := range svcs {
+		fmt.Printf("  %-9s http://%s\n", s.name, s.addr)
+	}
+	fmt.Println()
+
+	select {
+	case <-ctx.Done():
+		log.Info("stopping the stack")
+		return nil
+	case err := <-exited(append(svcs, broker)):
+		return err
+	}
+}
+
+func start(s *service, path string, args ...string) error {
+	s.cmd = exec.Command(path, args...)
+	s.cmd.Env = append(os.Environ(), s.env...)
+	// Its own process group: Ctrl-C reaches devstack alone, which stops
+	// the children in order.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := s.cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	s.cmd.Stderr = s.cmd.Stdout
+	if err := s.cmd.Start(); err != nil {
+		return fmt.Errorf("start %s (did make build it?): %w", s.name, err)
+	}
+	go prefix(s.name, out)
+	s.done = make(chan error, 1)
+	go func() { s.done <- s.cmd.Wait() }()
+	return nil
+}
+
+// prefix copies a child's output to ours, each line marked with its name.
+func prefix(name string, r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fmt.Printf("%-9s| %s\n", name, sc.Text())
+	}
+}
+
+// stopAll sends SIGTERM and waits; after 30s it kills.
+func stopAll(log *slog.Logger, s *service) {
+	if s.cmd.ProcessState != nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-s.done:
+		if err != nil {
+			log.Warn("stopped with an error", "process", s.name, "err", err)
+		}
+	case <-time.After(30 * time.Second):
+		log.Warn("did not stop in 30s; killing", "process", s.name)
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
+}
+
+// exited reports the first child to exit on its own.
+func exited(svcs []*service) <-chan error {
+	out := make(chan error, 1)
+	var once sync.Once
+	for _, s := range svcs {
+		go func() {
+			err := <-s.done
+			s.done <- err // for stopAll
+			once.Do(func() { out <- fmt.Errorf("%s exited: %v", s.name, err) })
+		}()
+	}
+	return out
+}
+
+func waitTCP(ctx context.Context, s *service) error {
+	return poll(ctx, s, func() bool {
+		c, err := net.DialTimeout("tcp", s.addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+}
+
+func waitReady(ctx context.Context, s *service) error {
+	return poll(ctx, s, func() bool {
+		resp, err := http.Get(s.ready)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+func poll(ctx context.Context, s *service, up func() bool) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for !up() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-s.done:
+			s.done <- err
+			return fmt.Errorf("%s exited while starting: %v", s.name, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return errors.New(s.name + " did not come up within 60s")
+		}
+	}
+	return nil
+}
