@@ -305,7 +305,7 @@ func appendRun(ctx context.Context, cfg config, store *eventstore.Store, repo *e
 			defer wg.Done()
 			aggs := make([]eventstore.Aggregate[counter], 100)
 			for i := range aggs {
-				aggs[i] = repo.New(newID())
+				aggs[i] = repo.New(eventstore.NewID())
 			}
 			for i := 0; time.Now().Before(deadline); i++ {
 				var u eventstore.UnitOfWork
@@ -323,15 +323,6 @@ func appendRun(ctx context.Context, cfg config, store *eventstore.Store, repo *e
 	}
 	wg.Wait()
 	return float64(total.Load()) / time.Since(start).Seconds(), firstErr
-}
-
-// newID is a time-ordered aggregate ID, as the services make them.
-func newID() uuid.UUID {
-	id, err := uuid.NewV7()
-	if err != nil {
-		return uuid.New()
-	}
-	return id
 }
 
 // benchRelay fills the outbox, then times a relay from its start until
@@ -445,7 +436,7 @@ func benchLatency(ctx context.Context, cfg config, log *slog.Logger) error {
 	n := int(cfg.duration / interval)
 	agg := make([]eventstore.Aggregate[counter], 50)
 	for i := range agg {
-		agg[i] = repo.New(newID())
+		agg[i] = repo.New(eventstore.NewID())
 	}
 	committed := make(map[string]time.Time, n)
 	start := time.Now()

@@ -67,6 +67,11 @@ func Invalid(detail string, errs ...FieldError) *Problem {
 	return problem(http.StatusUnprocessableEntity, "validation", "Request breaks a rule", detail, errs...)
 }
 
+// Required is the 422 of a missing field.
+func Required(field string) *Problem {
+	return Invalid(field+" is required", FieldError{Field: field, Message: "is required"})
+}
+
 // NotFound: no such resource.
 func NotFound(detail string) *Problem {
 	return problem(http.StatusNotFound, "not-found", "Not found", detail)

@@ -186,3 +186,37 @@ func (k *Kafka) Count(t testing.TB, topic string) int64 {
 	})
 	return n
 }
+
+// Collector reads topics from their start, in the background, until the
+// test ends; each partition's records stay in order.
+type Collector struct {
+	mu   sync.Mutex
+	recs []*kgo.Record
+}
+
+// Collect starts a Collector of topics.
+func (k *Kafka) Collect(t testing.TB, topics ...string) *Collector {
+	t.Helper()
+	c := &Collector{}
+	cl := k.Client(t, kgo.ConsumeTopics(topics...), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			fs := cl.PollFetches(ctx)
+			c.mu.Lock()
+			c.recs = append(c.recs, fs.Records()...)
+			c.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return c
+}
+
+// Records returns what has been read so far.
+func (c *Collector) Records() []*kgo.Record {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*kgo.Record(nil), c.recs...)
+}

@@ -216,3 +216,13 @@ func (r *Repository[S]) Append(ctx context.Context, tx pgx.Tx, agg *Aggregate[S]
 	}
 	return envs, nil
 }
+
+// NewID returns a new aggregate ID: a UUIDv7, time-ordered, so that new
+// streams land at the end of the events index rather than anywhere in it.
+func NewID() uuid.UUID {
+	id, err := uuid.NewV7()
+	if err != nil { // the system's random source failed; a v4 still works
+		return uuid.New()
+	}
+	return id
+}

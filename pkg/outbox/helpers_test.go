@@ -91,37 +91,6 @@ func (e env) startRelay(t *testing.T, cfg RelayConfig) (r *Relay, stop func()) {
 	return r, stop
 }
 
-// collector reads a topic from the start into memory.
-type collector struct {
-	mu   sync.Mutex
-	recs []*kgo.Record
-}
-
-func (e env) collect(t *testing.T, topic string) *collector {
-	t.Helper()
-	c := &collector{}
-	cl := e.kafka.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for ctx.Err() == nil {
-			fs := cl.PollFetches(ctx)
-			c.mu.Lock()
-			c.recs = append(c.recs, fs.Records()...)
-			c.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	return c
-}
-
-func (c *collector) snapshot() []*kgo.Record {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]*kgo.Record(nil), c.recs...)
-}
-
 // waitFor is testenv.WaitFor.
 var waitFor = testenv.WaitFor
 

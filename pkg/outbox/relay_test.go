@@ -43,9 +43,9 @@ func TestRelayPublishesRowCommittedOutOfIDOrder(t *testing.T) {
 	var maxID int64
 	_ = e.pool.QueryRow(ctx, "SELECT max(id) FROM outbox").Scan(&maxID)
 
-	got := e.collect(t, e.topic)
+	got := e.kafka.Collect(t, e.topic)
 	e.startRelay(t, RelayConfig{PollInterval: 20 * time.Millisecond, BatchSize: 7})
-	waitFor(t, 10*time.Second, "the 60 committed records", func() bool { return len(got.snapshot()) >= 60 })
+	waitFor(t, 10*time.Second, "the 60 committed records", func() bool { return len(got.Records()) >= 60 })
 	// The open transaction's row is invisible, so the relay sees an empty
 	// outbox once it has deleted what it published.
 	waitFor(t, 10*time.Second, "the published rows to be deleted", func() bool { return e.outboxRows(t) == 0 })
@@ -56,9 +56,9 @@ func TestRelayPublishesRowCommittedOutOfIDOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.commit(t, e.message(t, late, 2))
-	waitFor(t, 10*time.Second, "the late records", func() bool { return len(got.snapshot()) >= 62 })
+	waitFor(t, 10*time.Second, "the late records", func() bool { return len(got.Records()) >= 62 })
 
-	if dups := checkOrder(t, got.snapshot(), want); dups != 0 {
+	if dups := checkOrder(t, got.Records(), want); dups != 0 {
 		t.Errorf("%d duplicates without any crash", dups)
 	}
 	t.Logf("the late row (smallest id) committed after ids up to %d were published", maxID)
@@ -88,16 +88,16 @@ func TestRelayCrashBetweenPublishAndDelete(t *testing.T) {
 	<-crashed
 	stop()
 
-	got := e.collect(t, e.topic)
-	waitFor(t, 10*time.Second, "the first publication", func() bool { return len(got.snapshot()) >= 50 })
+	got := e.kafka.Collect(t, e.topic)
+	waitFor(t, 10*time.Second, "the first publication", func() bool { return len(got.Records()) >= 50 })
 	if n := e.outboxRows(t); n != 50 {
 		t.Fatalf("%d outbox rows after the crash, want all 50 still there", n)
 	}
 
 	relay, _ := e.startRelay(t, RelayConfig{})
 	waitFor(t, 10*time.Second, "the outbox to drain", func() bool { return e.outboxRows(t) == 0 })
-	waitFor(t, 10*time.Second, "the second publication", func() bool { return len(got.snapshot()) >= 100 })
-	if dups := checkOrder(t, got.snapshot(), want); dups != 50 {
+	waitFor(t, 10*time.Second, "the second publication", func() bool { return len(got.Records()) >= 100 })
+	if dups := checkOrder(t, got.Records(), want); dups != 50 {
 		t.Errorf("%d duplicates on the topic, want 50 (the whole first batch)", dups)
 	}
 	waitFor(t, 10*time.Second, "the restarted relay to count its 50", func() bool { return relay.Published() >= 50 })
@@ -182,9 +182,9 @@ func TestTwoRelaysOneActiveAndTakeover(t *testing.T) {
 	for _, v := range want {
 		total += v
 	}
-	got := e.collect(t, e.topic)
-	waitFor(t, 10*time.Second, "every record", func() bool { return int64(len(got.snapshot())) >= total })
-	dups := checkOrder(t, got.snapshot(), want)
+	got := e.kafka.Collect(t, e.topic)
+	waitFor(t, 10*time.Second, "every record", func() bool { return int64(len(got.Records())) >= total })
+	dups := checkOrder(t, got.Records(), want)
 	t.Logf("%d records written, %d published by the first leader, %d by the second, %d duplicates", total, leader.Published(), standby.Published(), dups)
 }
 
@@ -200,11 +200,11 @@ func TestRelayWakesOnNotify(t *testing.T) {
 	waitFor(t, 10*time.Second, "leadership", r.Leader)
 	// The relay looked once when it became leader, found nothing, and now
 	// waits for a notification for up to an hour.
-	got := e.collect(t, e.topic)
+	got := e.kafka.Collect(t, e.topic)
 	for v := int64(1); v <= 3; v++ {
 		e.commit(t, e.message(t, keyOf(1), v))
 		n.Notify()
-		waitFor(t, 10*time.Second, "the notified record", func() bool { return len(got.snapshot()) == int(v) })
+		waitFor(t, 10*time.Second, "the notified record", func() bool { return len(got.Records()) == int(v) })
 	}
 }
 
@@ -217,9 +217,9 @@ func TestRelayKeepsRowsKafkaRefused(t *testing.T) {
 	bad.Topic = missing
 	e.commit(t, e.message(t, keyOf(1), 1), bad, e.message(t, keyOf(2), 1))
 
-	got := e.collect(t, e.topic)
+	got := e.kafka.Collect(t, e.topic)
 	e.startRelay(t, RelayConfig{PollInterval: 50 * time.Millisecond, ClientOpts: []kgo.Opt{kgo.UnknownTopicRetries(1)}})
-	waitFor(t, 20*time.Second, "the two good records", func() bool { return len(got.snapshot()) == 2 })
+	waitFor(t, 20*time.Second, "the two good records", func() bool { return len(got.Records()) == 2 })
 	waitFor(t, 20*time.Second, "the refused row to be all that is left", func() bool { return e.outboxRows(t) == 1 })
 	var topic string
 	if err := e.pool.QueryRow(context.Background(), "SELECT topic FROM outbox").Scan(&topic); err != nil || topic != missing {
@@ -255,13 +255,13 @@ func TestRelayWokenInProcess(t *testing.T) {
 	n := NewNotifier(e.pool, "", nil)
 	n.SetLocalRelay(r)
 	waitFor(t, 10*time.Second, "leadership", r.Leader)
-	got := e.collect(t, e.topic)
+	got := e.kafka.Collect(t, e.topic)
 	// Many rounds: a wake lost to a race would leave the relay waiting for
 	// its hour-long poll.
 	for v := int64(1); v <= 200; v++ {
 		e.commit(t, e.message(t, keyOf(1), v))
 		n.Notify()
-		waitFor(t, 10*time.Second, "the woken relay's record", func() bool { return len(got.snapshot()) == int(v) })
+		waitFor(t, 10*time.Second, "the woken relay's record", func() bool { return len(got.Records()) == int(v) })
 	}
 	if len(n.kick) != 0 {
 		t.Error("a NOTIFY was asked for although the local relay leads")

@@ -34,12 +34,12 @@ func view(agg eventstore.Aggregate[domain.Customer]) View {
 // commandMeta is the metadata of events a REST command causes: the
 // customer's own stream is the correlation, the command the cause.
 func commandMeta(customerID uuid.UUID, traceParent string) eventstore.Meta {
-	return eventstore.Meta{CorrelationID: customerID, CausationID: newID(), TraceParent: traceParent}
+	return eventstore.Meta{CorrelationID: customerID, CausationID: eventstore.NewID(), TraceParent: traceParent}
 }
 
 // Register creates a customer.
 func (s *Service) Register(ctx context.Context, name string, limit events.Money, traceParent string) (View, error) {
-	id := newID()
+	id := eventstore.NewID()
 	evs, err := domain.Register(id, name, limit)
 	if err != nil {
 		return View{}, err
@@ -49,7 +49,7 @@ func (s *Service) Register(ctx context.Context, name string, limit events.Money,
 	if _, err := s.repo.Stage(&u, &agg, commandMeta(id, traceParent), evs...); err != nil {
 		return View{}, err
 	}
-	if err := s.store.Commit(ctx, &u); err != nil {
+	if err := s.bb.Store.Commit(ctx, &u); err != nil {
 		return View{}, fmt.Errorf("register customer: %w", err)
 	}
 	return view(agg), nil
@@ -80,7 +80,7 @@ func (s *Service) ChangeCreditLimit(ctx context.Context, id uuid.UUID, limit eve
 		if _, err := s.repo.Stage(&u, &agg, commandMeta(id, traceParent), evs...); err != nil {
 			return err
 		}
-		if err := s.store.Commit(ctx, &u); err != nil {
+		if err := s.bb.Store.Commit(ctx, &u); err != nil {
 			return err
 		}
 		out = view(agg)
@@ -94,25 +94,15 @@ func (s *Service) Events(ctx context.Context, id uuid.UUID) ([]events.Envelope, 
 	if _, err := s.load(ctx, id); err != nil {
 		return nil, err
 	}
-	return s.repo.Events(ctx, s.pool, id)
+	return s.repo.Events(ctx, s.bb.Pool, id)
 }
 
 // load returns a registered customer, or domain.ErrNotFound: a stream that
 // holds only refusals of orders is no customer.
 func (s *Service) load(ctx context.Context, id uuid.UUID) (eventstore.Aggregate[domain.Customer], error) {
-	agg, err := s.repo.Load(ctx, s.pool, id)
+	agg, err := s.repo.Load(ctx, s.bb.Pool, id)
 	if errors.Is(err, eventstore.ErrNotFound) || err == nil && !agg.State.Registered {
 		return agg, domain.ErrNotFound
 	}
 	return agg, err
-}
-
-// newID returns a time-ordered ID, kinder to the events index than a random
-// one.
-func newID() uuid.UUID {
-	id, err := uuid.NewV7()
-	if err != nil {
-		return uuid.New()
-	}
-	return id
 }

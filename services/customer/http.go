@@ -18,7 +18,7 @@ func (s *Service) routes() *echo.Echo {
 	e.GET("/customers/:id", s.getCustomer)
 	e.PUT("/customers/:id/credit-limit", s.putCreditLimit)
 	e.GET("/customers/:id/events", s.getEvents)
-	httpapi.Health(e, s.ready)
+	httpapi.Health(e, s.bb.Ready)
 	return e
 }
 
@@ -40,7 +40,7 @@ func (s *Service) postCustomer(c echo.Context) error {
 		return err
 	}
 	if req.Name == nil {
-		return required("name")
+		return httpapi.Required("name")
 	}
 	limit, err := parseLimit(req.CreditLimit)
 	if err != nil {
@@ -99,13 +99,9 @@ func (s *Service) getEvents(c echo.Context) error {
 
 func parseLimit(s *string) (events.Money, error) {
 	if s == nil {
-		return 0, required("credit_limit")
+		return 0, httpapi.Required("credit_limit")
 	}
 	return httpapi.ParseMoney("credit_limit", *s)
-}
-
-func required(field string) error {
-	return httpapi.Invalid(field+" is required", httpapi.FieldError{Field: field, Message: "is required"})
 }
 
 // problem turns the errors of commands into problem details; anything else

@@ -16,7 +16,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/eventsaga/eventsaga/internal/platform"
 	"github.com/eventsaga/eventsaga/internal/testenv"
@@ -34,7 +33,7 @@ type system struct {
 	orderPool, customerPool     *pgxpool.Pool
 	order                       *running[*order.Service]
 	customer                    *running[*customer.Service]
-	topics                      *collector
+	topics                      *testenv.Collector
 }
 
 // running is a service serving on a port of its own until stop.
@@ -53,7 +52,7 @@ func startSystem(t *testing.T) *system {
 	s.startCustomer()
 	s.startOrder()
 	s.orderPool, s.customerPool = pool(t, s.orderDB), pool(t, s.customerDB)
-	s.topics = collect(t, s.kafka, s.ordersTopic, s.customersTopic)
+	s.topics = s.kafka.Collect(t, s.ordersTopic, s.customersTopic)
 	return s
 }
 
@@ -243,30 +242,6 @@ func (s *system) awaitStatus(id uuid.UUID, status string) orderView {
 	return v
 }
 
-// collector reads the topics from their start into memory.
-type collector struct {
-	mu   sync.Mutex
-	recs []*kgo.Record
-}
-
-func collect(t *testing.T, k *testenv.Kafka, topics ...string) *collector {
-	c := &collector{}
-	cl := k.Client(t, kgo.ConsumeTopics(topics...), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for ctx.Err() == nil {
-			fs := cl.PollFetches(ctx)
-			c.mu.Lock()
-			c.recs = append(c.recs, fs.Records()...)
-			c.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	return c
-}
-
 // seen is an event as read from a topic.
 type seen struct {
 	Topic string
@@ -275,12 +250,12 @@ type seen struct {
 	Data  map[string]any
 }
 
-func (c *collector) all(t *testing.T) []seen {
+// seenOn decodes what c has read.
+func seenOn(t *testing.T, c *testenv.Collector) []seen {
 	t.Helper()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make([]seen, 0, len(c.recs))
-	for _, r := range c.recs {
+	recs := c.Records()
+	out := make([]seen, 0, len(recs))
+	for _, r := range recs {
 		env, err := events.ParseEnvelope(r.Value)
 		if err != nil {
 			t.Fatalf("undecodable record on %s: %v", r.Topic, err)
@@ -295,7 +270,7 @@ func (c *collector) all(t *testing.T) []seen {
 // saga returns the event types of one saga (correlation ID = the order),
 // per topic, in topic order.
 func (s *system) saga(orderID uuid.UUID) (onOrders, onCustomers []string) {
-	for _, e := range s.topics.all(s.t) {
+	for _, e := range seenOn(s.t, s.topics) {
 		if e.Env.CorrelationID != orderID {
 			continue
 		}

@@ -143,7 +143,7 @@ func TestContention(t *testing.T) {
 
 	decided := map[uuid.UUID]string{}
 	testenv.WaitFor(t, 60*time.Second, "every order to be decided", func() bool {
-		for _, e := range s.topics.all(t) {
+		for _, e := range seenOn(t, s.topics) {
 			if e.Topic == s.ordersTopic && (e.Env.EventType == "OrderApproved" || e.Env.EventType == "OrderRejected") {
 				decided[e.Env.AggregateID] = e.Env.EventType
 			}
@@ -194,7 +194,7 @@ func TestRedeliveryChangesNothing(t *testing.T) {
 	})
 
 	before := s.state(orders, rich, poor)
-	recs := s.topics.all(t)
+	recs := seenOn(t, s.topics)
 	// Wait until the consumers have seen everything once.
 	testenv.WaitFor(t, 20*time.Second, "the consumers to catch up", func() bool {
 		return s.consumed() == len(recs)
@@ -203,11 +203,9 @@ func TestRedeliveryChangesNothing(t *testing.T) {
 
 	// Deliver every record again, after the originals, keys and headers kept.
 	var copies []*kgo.Record
-	s.topics.mu.Lock()
-	for _, r := range s.topics.recs {
+	for _, r := range s.topics.Records() {
 		copies = append(copies, &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers})
 	}
-	s.topics.mu.Unlock()
 	cl := s.kafka.Client(t, kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))
 	if err := cl.ProduceSync(context.Background(), copies...).FirstErr(); err != nil {
 		t.Fatal(err)
@@ -219,7 +217,7 @@ func TestRedeliveryChangesNothing(t *testing.T) {
 	if after := s.state(orders, rich, poor); after != before {
 		t.Errorf("state changed by redelivery:\nbefore %s\nafter  %s", before, after)
 	}
-	if got := len(s.topics.all(t)); got != 2*len(recs) {
+	if got := len(seenOn(t, s.topics)); got != 2*len(recs) {
 		t.Errorf("%d records on the topics, want %d (the originals and their copies, nothing new)", got, 2*len(recs))
 	}
 }

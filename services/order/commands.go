@@ -87,14 +87,14 @@ func (s *Service) Place(ctx context.Context, p PlaceOrder) (Placed, error) {
 			return placed, err
 		}
 	}
-	id := newID()
+	id := eventstore.NewID()
 	evs, err := domain.Place(id, p.CustomerID, p.Items)
 	if err != nil {
 		return Placed{}, err
 	}
 	agg := s.repo.New(id)
 	var u eventstore.UnitOfWork
-	meta := eventstore.Meta{CorrelationID: id, CausationID: newID(), TraceParent: p.TraceParent}
+	meta := eventstore.Meta{CorrelationID: id, CausationID: eventstore.NewID(), TraceParent: p.TraceParent}
 	if _, err := s.repo.Stage(&u, &agg, meta, evs...); err != nil {
 		return Placed{}, err
 	}
@@ -103,7 +103,7 @@ func (s *Service) Place(ctx context.Context, p PlaceOrder) (Placed, error) {
 		response, _ := json.Marshal(placed)
 		u.Exec(insertKey, p.IdempotencyKey, p.hash(), [16]byte(id), response)
 	}
-	err = s.store.Commit(ctx, &u)
+	err = s.bb.Store.Commit(ctx, &u)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.ConstraintName == "idempotency_keys_pkey" {
 		// The same key in a request running beside this one won: answer as
@@ -120,7 +120,7 @@ func (s *Service) Place(ctx context.Context, p PlaceOrder) (Placed, error) {
 // answeredBefore looks up p's Idempotency-Key.
 func (s *Service) answeredBefore(ctx context.Context, p PlaceOrder) (Placed, bool, error) {
 	var hash, response []byte
-	err := s.pool.QueryRow(ctx, selectKey, p.IdempotencyKey).Scan(&hash, &response)
+	err := s.bb.Pool.QueryRow(ctx, selectKey, p.IdempotencyKey).Scan(&hash, &response)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Placed{}, false, nil
 	}
@@ -139,17 +139,17 @@ func (s *Service) answeredBefore(ctx context.Context, p PlaceOrder) (Placed, boo
 
 // Get returns an order as it is now.
 func (s *Service) Get(ctx context.Context, id uuid.UUID) (View, error) {
-	return s.viewOf(s.repo.Load(ctx, s.pool, id))
+	return s.viewOf(s.repo.Load(ctx, s.bb.Pool, id))
 }
 
 // GetVersion returns an order as it was at version v.
 func (s *Service) GetVersion(ctx context.Context, id uuid.UUID, v int64) (View, error) {
-	return s.viewOf(s.repo.LoadVersion(ctx, s.pool, id, v))
+	return s.viewOf(s.repo.LoadVersion(ctx, s.bb.Pool, id, v))
 }
 
 // GetAsOf returns an order as it was at time t.
 func (s *Service) GetAsOf(ctx context.Context, id uuid.UUID, t time.Time) (View, error) {
-	return s.viewOf(s.repo.LoadAsOf(ctx, s.pool, id, t))
+	return s.viewOf(s.repo.LoadAsOf(ctx, s.bb.Pool, id, t))
 }
 
 func (s *Service) viewOf(agg eventstore.Aggregate[domain.Order], err error) (View, error) {
@@ -166,7 +166,7 @@ func (s *Service) viewOf(agg eventstore.Aggregate[domain.Order], err error) (Vie
 func (s *Service) Cancel(ctx context.Context, id uuid.UUID, traceParent string) (View, error) {
 	var out View
 	err := eventstore.Retry(ctx, conflictRetries, func(ctx context.Context) error {
-		agg, err := s.repo.Load(ctx, s.pool, id)
+		agg, err := s.repo.Load(ctx, s.bb.Pool, id)
 		if errors.Is(err, eventstore.ErrNotFound) {
 			return domain.ErrNotFound
 		}
@@ -178,11 +178,11 @@ func (s *Service) Cancel(ctx context.Context, id uuid.UUID, traceParent string) 
 			return err
 		}
 		var u eventstore.UnitOfWork
-		meta := eventstore.Meta{CorrelationID: id, CausationID: newID(), TraceParent: traceParent}
+		meta := eventstore.Meta{CorrelationID: id, CausationID: eventstore.NewID(), TraceParent: traceParent}
 		if _, err := s.repo.Stage(&u, &agg, meta, evs...); err != nil {
 			return err
 		}
-		if err := s.store.Commit(ctx, &u); err != nil {
+		if err := s.bb.Store.Commit(ctx, &u); err != nil {
 			return err
 		}
 		out = view(agg)
@@ -193,19 +193,9 @@ func (s *Service) Cancel(ctx context.Context, id uuid.UUID, traceParent string) 
 
 // Events returns an order's events, oldest first.
 func (s *Service) Events(ctx context.Context, id uuid.UUID) ([]events.Envelope, error) {
-	evs, err := s.repo.Events(ctx, s.pool, id)
+	evs, err := s.repo.Events(ctx, s.bb.Pool, id)
 	if errors.Is(err, eventstore.ErrNotFound) {
 		return nil, domain.ErrNotFound
 	}
 	return evs, err
-}
-
-// newID returns a time-ordered ID, kinder to the events index than a random
-// one.
-func newID() uuid.UUID {
-	id, err := uuid.NewV7()
-	if err != nil {
-		return uuid.New()
-	}
-	return id
 }

@@ -25,7 +25,7 @@ func (s *Service) routes() *echo.Echo {
 	e.GET("/orders/:id", s.getOrder)
 	e.GET("/orders/:id/events", s.getEvents)
 	e.POST("/orders/:id/cancel", s.postCancel)
-	httpapi.Health(e, s.ready)
+	httpapi.Health(e, s.bb.Ready)
 	return e
 }
 
@@ -88,14 +88,14 @@ func checkKey(key string, all []string) error {
 func (r placeRequest) command() (PlaceOrder, error) {
 	var cmd PlaceOrder
 	if r.CustomerID == nil {
-		return cmd, required("customer_id")
+		return cmd, httpapi.Required("customer_id")
 	}
 	id, err := httpapi.ParseUUID("customer_id", *r.CustomerID)
 	if err != nil {
 		return cmd, err
 	}
 	if r.Items == nil {
-		return cmd, required("items")
+		return cmd, httpapi.Required("items")
 	}
 	if len(*r.Items) > domain.MaxItems {
 		return cmd, httpapi.Invalid(fmt.Sprintf("an order holds at most %d items", domain.MaxItems),
@@ -106,14 +106,14 @@ func (r placeRequest) command() (PlaceOrder, error) {
 	for i, it := range *r.Items {
 		field := fmt.Sprintf("items[%d].", i)
 		if it.ProductID == nil {
-			return cmd, required(field + "product_id")
+			return cmd, httpapi.Required(field + "product_id")
 		}
 		q, err := quantity(field+"quantity", it.Quantity)
 		if err != nil {
 			return cmd, err
 		}
 		if it.UnitPrice == nil {
-			return cmd, required(field + "unit_price")
+			return cmd, httpapi.Required(field + "unit_price")
 		}
 		price, err := httpapi.ParseMoney(field+"unit_price", *it.UnitPrice)
 		if err != nil {
@@ -126,7 +126,7 @@ func (r placeRequest) command() (PlaceOrder, error) {
 
 func quantity(field string, raw json.RawMessage) (int64, error) {
 	if len(raw) == 0 || string(raw) == "null" {
-		return 0, required(field)
+		return 0, httpapi.Required(field)
 	}
 	if c := raw[0]; c != '-' && (c < '0' || c > '9') {
 		return 0, httpapi.BadRequest(field+" must be a JSON number", httpapi.FieldError{Field: field, Message: "wrong JSON type"})
@@ -193,10 +193,6 @@ func (s *Service) postCancel(c echo.Context) error {
 		return problem(err)
 	}
 	return c.JSON(http.StatusOK, v)
-}
-
-func required(field string) error {
-	return httpapi.Invalid(field+" is required", httpapi.FieldError{Field: field, Message: "is required"})
 }
 
 // problem turns the errors of commands into problem details; anything else

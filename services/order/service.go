@@ -18,7 +18,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
 
 	"github.com/eventsaga/eventsaga/internal/pgmigrate"
@@ -72,13 +71,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 type Service struct {
 	cfg      Config
 	log      *slog.Logger
-	pool     *pgxpool.Pool
-	store    *eventstore.Store
-	repo     *eventstore.Repository[domain.Order]
 	registry *events.Registry
-	relay    *outbox.Relay
-	notifier *outbox.Notifier
-	consumer *outbox.Consumer
+	bb       *platform.Backbone
+	repo     *eventstore.Repository[domain.Order]
 	http     *echo.Echo
 }
 
@@ -90,64 +85,29 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	var err error
-	if s.pool, err = platform.OpenDB(ctx, cfg.DatabaseURL, eventstore.Migration(), outbox.Migration(), Migration()); err != nil {
-		return nil, fmt.Errorf("database: %w", err)
-	}
-	if err := s.wire(); err != nil {
-		s.pool.Close()
+	if s.bb, err = platform.NewBackbone(ctx, platform.BackboneConfig{
+		Config: cfg.Config, Registry: s.registry, Migrations: []pgmigrate.Migration{Migration()},
+		Group: cfg.ConsumerGroup, Topic: cfg.CustomersTopic, Handler: s.applyCreditDecision,
+		SnapshotEvery: cfg.SnapshotEvery, Logger: log,
+	}); err != nil {
 		return nil, err
 	}
-	return s, nil
-}
-
-func (s *Service) wire() error {
-	var err error
-	if s.relay, err = outbox.NewRelay(outbox.RelayConfig{Pool: s.pool, Brokers: s.cfg.KafkaBrokers, Logger: s.log}); err != nil {
-		return err
-	}
-	s.notifier = outbox.NewNotifier(s.pool, "", s.log)
-	s.notifier.SetLocalRelay(s.relay)
-	if s.store, err = eventstore.New(eventstore.Config{Pool: s.pool, Registry: s.registry, Notifier: s.notifier, SnapshotEvery: s.cfg.SnapshotEvery}); err != nil {
-		return err
-	}
-	if s.repo, err = eventstore.NewRepository(s.store, eventstore.RepositoryConfig[domain.Order]{
-		AggregateType: orders.AggregateType, Topic: s.cfg.OrdersTopic,
+	if s.repo, err = eventstore.NewRepository(s.bb.Store, eventstore.RepositoryConfig[domain.Order]{
+		AggregateType: orders.AggregateType, Topic: cfg.OrdersTopic,
 		Apply: domain.Apply, SnapshotSchema: "order/v1",
 	}); err != nil {
-		return err
-	}
-	if s.consumer, err = outbox.NewConsumer(outbox.ConsumerConfig{
-		Pool: s.pool, Brokers: s.cfg.KafkaBrokers, Group: s.cfg.ConsumerGroup, Topics: []string{s.cfg.CustomersTopic},
-		Handler: s.applyCreditDecision, Logger: s.log,
-		Transient:   func(err error) bool { return errors.Is(err, eventstore.ErrConflict) },
-		AfterCommit: s.notifier.Notify,
-	}); err != nil {
-		return err
+		s.bb.Pool.Close()
+		return nil, err
 	}
 	s.http = s.routes()
-	return nil
+	return s, nil
 }
 
 // Serve runs the API on ln, the relay and the consumer until ctx is done,
 // then shuts them down in order (see platform.Run) and closes the database.
 func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
-	defer s.pool.Close()
-	s.log.Info("order service running", "addr", ln.Addr().String(), "config", s.cfg.Config)
-	return platform.Run(ctx, s.log, ln, platform.Parts{
-		HTTP: s.http, Relay: s.relay, Notifier: s.notifier, Consumer: s.consumer,
-	}, s.cfg.ShutdownTimeout)
-}
-
-// ready reports whether the database and Kafka answer.
-func (s *Service) ready(ctx context.Context) error {
-	if err := s.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("database: %w", err)
-	}
-	if err := s.consumer.Client().Ping(ctx); err != nil {
-		return fmt.Errorf("kafka: %w", err)
-	}
-	return nil
+	return s.bb.Serve(ctx, ln, s.http)
 }
 
 // ConsumerStats is what the saga consumer has done since the service started.
-func (s *Service) ConsumerStats() outbox.ConsumerStats { return s.consumer.Stats() }
+func (s *Service) ConsumerStats() outbox.ConsumerStats { return s.bb.Consumer.Stats() }

@@ -1,0 +1,101 @@
+package platform
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/eventsaga/eventsaga/internal/pgmigrate"
+	"github.com/eventsaga/eventsaga/pkg/events"
+	"github.com/eventsaga/eventsaga/pkg/eventstore"
+	"github.com/eventsaga/eventsaga/pkg/outbox"
+)
+
+// BackboneConfig describes a write service's event-sourcing backbone.
+type BackboneConfig struct {
+	Config
+	Registry *events.Registry
+	// Migrations of the service's own tables, after the event store's and
+	// the outbox's.
+	Migrations []pgmigrate.Migration
+	// Group consumes Topic with Handler (the service's part of the saga).
+	Group, Topic string
+	Handler      outbox.Handler
+	// SnapshotEvery is passed to the event store.
+	SnapshotEvery int
+	Logger        *slog.Logger
+}
+
+// Backbone is what every write service stands on: its database, an event
+// store whose commits wake a relay in the same process, and a consumer whose
+// handler's conflicts are retried and whose commits wake the relay too.
+type Backbone struct {
+	Pool     *pgxpool.Pool
+	Store    *eventstore.Store
+	Relay    *outbox.Relay
+	Notifier *outbox.Notifier
+	Consumer *outbox.Consumer
+	log      *slog.Logger
+	drain    Config
+}
+
+// NewBackbone opens (creating and migrating) the database and builds the
+// parts; Serve runs them.
+func NewBackbone(ctx context.Context, cfg BackboneConfig) (*Backbone, error) {
+	ms := append([]pgmigrate.Migration{eventstore.Migration(), outbox.Migration()}, cfg.Migrations...)
+	pool, err := OpenDB(ctx, cfg.DatabaseURL, ms...)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	b := &Backbone{Pool: pool, log: cfg.Logger, drain: cfg.Config}
+	if err := b.build(cfg); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *Backbone) build(cfg BackboneConfig) error {
+	var err error
+	if b.Relay, err = outbox.NewRelay(outbox.RelayConfig{Pool: b.Pool, Brokers: cfg.KafkaBrokers, Logger: cfg.Logger}); err != nil {
+		return err
+	}
+	b.Notifier = outbox.NewNotifier(b.Pool, "", cfg.Logger)
+	b.Notifier.SetLocalRelay(b.Relay)
+	if b.Store, err = eventstore.New(eventstore.Config{Pool: b.Pool, Registry: cfg.Registry, Notifier: b.Notifier, SnapshotEvery: cfg.SnapshotEvery}); err != nil {
+		return err
+	}
+	b.Consumer, err = outbox.NewConsumer(outbox.ConsumerConfig{
+		Pool: b.Pool, Brokers: cfg.KafkaBrokers, Group: cfg.Group, Topics: []string{cfg.Topic},
+		Handler: cfg.Handler, Logger: cfg.Logger,
+		// A lost optimistic race is retried, never dead-lettered: a dead
+		// letter would leave its saga unfinished.
+		Transient:   func(err error) bool { return errors.Is(err, eventstore.ErrConflict) },
+		AfterCommit: b.Notifier.Notify,
+	})
+	return err
+}
+
+// Serve runs api on ln beside the relay and the consumer until ctx is done,
+// shuts down in order (see Run) and closes the database.
+func (b *Backbone) Serve(ctx context.Context, ln net.Listener, api http.Handler) error {
+	defer b.Pool.Close()
+	b.log.Info("running", "addr", ln.Addr().String(), "config", b.drain)
+	return Run(ctx, b.log, ln, Parts{HTTP: api, Relay: b.Relay, Notifier: b.Notifier, Consumer: b.Consumer}, b.drain.ShutdownTimeout)
+}
+
+// Ready reports whether the database and Kafka answer.
+func (b *Backbone) Ready(ctx context.Context) error {
+	if err := b.Pool.Ping(ctx); err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	if err := b.Consumer.Client().Ping(ctx); err != nil {
+		return fmt.Errorf("kafka: %w", err)
+	}
+	return nil
+}
