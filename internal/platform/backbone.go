@@ -23,12 +23,11 @@ type BackboneConfig struct {
 	// Migrations of the service's own tables, after the event store's and
 	// the outbox's.
 	Migrations []pgmigrate.Migration
-	// Group consumes Topic with Handler (the service's part of the saga).
-	Group, Topic string
-	Handler      outbox.Handler
-	// SnapshotEvery is passed to the event store.
-	SnapshotEvery int
-	Logger        *slog.Logger
+	// Topic is consumed by Config.ConsumerGroup with Handler (the service's
+	// part of the saga).
+	Topic   string
+	Handler outbox.Handler
+	Logger  *slog.Logger
 }
 
 // Backbone is what every write service stands on: its database, an event
@@ -71,7 +70,7 @@ func (b *Backbone) build(cfg BackboneConfig) error {
 		return err
 	}
 	b.Consumer, err = outbox.NewConsumer(outbox.ConsumerConfig{
-		Pool: b.Pool, Brokers: cfg.KafkaBrokers, Group: cfg.Group, Topics: []string{cfg.Topic},
+		Pool: b.Pool, Brokers: cfg.KafkaBrokers, Group: cfg.ConsumerGroup, Topics: []string{cfg.Topic},
 		Handler: cfg.Handler, Logger: cfg.Logger,
 		// A lost optimistic race is retried, never dead-lettered: a dead
 		// letter would leave its saga unfinished.

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -44,11 +45,22 @@ type Config struct {
 	OrdersTopic, CustomersTopic string
 	// ShutdownTimeout bounds each stage of a shutdown (SHUTDOWN_TIMEOUT).
 	ShutdownTimeout time.Duration
+	// ConsumerGroup is the service's consumer group (CONSUMER_GROUP); its
+	// dead letters go to dlq.<group>.
+	ConsumerGroup string
+	// SnapshotEvery is how often an aggregate's state is snapshotted
+	// (SNAPSHOT_EVERY).
+	SnapshotEvery int
 }
 
-// Load reads Config from getenv, with the service's defaults for the
-// database and the address.
-func Load(getenv func(string) string, defaultDB, defaultAddr string) (Config, error) {
+// Defaults are a service's own defaults for Load.
+type Defaults struct {
+	DatabaseURL, HTTPAddr, ConsumerGroup string
+}
+
+// Load reads Config from getenv (os.Getenv in main), with the service's
+// defaults.
+func Load(getenv func(string) string, d Defaults) (Config, error) {
 	get := func(key, def string) string {
 		if v := strings.TrimSpace(getenv(key)); v != "" {
 			return v
@@ -56,10 +68,11 @@ func Load(getenv func(string) string, defaultDB, defaultAddr string) (Config, er
 		return def
 	}
 	cfg := Config{
-		DatabaseURL:    get("DATABASE_URL", defaultDB),
-		HTTPAddr:       get("HTTP_ADDR", defaultAddr),
+		DatabaseURL:    get("DATABASE_URL", d.DatabaseURL),
+		HTTPAddr:       get("HTTP_ADDR", d.HTTPAddr),
 		OrdersTopic:    get("ORDERS_TOPIC", OrdersTopic),
 		CustomersTopic: get("CUSTOMERS_TOPIC", CustomersTopic),
+		ConsumerGroup:  get("CONSUMER_GROUP", d.ConsumerGroup),
 	}
 	for _, b := range strings.Split(get("KAFKA_BROKERS", "127.0.0.1:9092"), ",") {
 		if b = strings.TrimSpace(b); b != "" {
@@ -69,6 +82,9 @@ func Load(getenv func(string) string, defaultDB, defaultAddr string) (Config, er
 	var err error
 	if cfg.ShutdownTimeout, err = time.ParseDuration(get("SHUTDOWN_TIMEOUT", "10s")); err != nil {
 		return cfg, fmt.Errorf("SHUTDOWN_TIMEOUT: %w", err)
+	}
+	if cfg.SnapshotEvery, err = strconv.Atoi(get("SNAPSHOT_EVERY", "100")); err != nil {
+		return cfg, fmt.Errorf("SNAPSHOT_EVERY: %w", err)
 	}
 	return cfg, cfg.Validate()
 }
@@ -84,6 +100,8 @@ func (c Config) Validate() error {
 		return errors.New("HTTP_ADDR is empty")
 	case c.ShutdownTimeout <= 0:
 		return errors.New("SHUTDOWN_TIMEOUT must be positive")
+	case c.ConsumerGroup == "":
+		return errors.New("CONSUMER_GROUP is empty")
 	}
 	if _, err := pgxpool.ParseConfig(c.DatabaseURL); err != nil {
 		return fmt.Errorf("DATABASE_URL: %w", err)

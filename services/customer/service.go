@@ -10,11 +10,8 @@ package customer
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
-	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -28,32 +25,13 @@ import (
 )
 
 // Config is the customer service's configuration.
-type Config struct {
-	platform.Config
-	// ConsumerGroup reads orders.events (CONSUMER_GROUP); its dead letters
-	// go to dlq.<group>.
-	ConsumerGroup string
-	// SnapshotEvery is how often a customer's state is snapshotted
-	// (SNAPSHOT_EVERY).
-	SnapshotEvery int
-}
+type Config = platform.Config
 
 // LoadConfig reads the configuration from getenv (os.Getenv in main).
 func LoadConfig(getenv func(string) string) (Config, error) {
-	base, err := platform.Load(getenv, "postgres://postgres@127.0.0.1:5432/customers", ":8081")
-	if err != nil {
-		return Config{}, err
-	}
-	cfg := Config{Config: base, ConsumerGroup: "customer-service", SnapshotEvery: 100}
-	if g := strings.TrimSpace(getenv("CONSUMER_GROUP")); g != "" {
-		cfg.ConsumerGroup = g
-	}
-	if s := getenv("SNAPSHOT_EVERY"); s != "" {
-		if cfg.SnapshotEvery, err = strconv.Atoi(s); err != nil {
-			return Config{}, fmt.Errorf("SNAPSHOT_EVERY: %w", err)
-		}
-	}
-	return cfg, nil
+	return platform.Load(getenv, platform.Defaults{
+		DatabaseURL: "postgres://postgres@127.0.0.1:5432/customers", HTTPAddr: ":8081", ConsumerGroup: "customer-service",
+	})
 }
 
 // Service is a running customer service's parts.
@@ -75,9 +53,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	}
 	var err error
 	if s.bb, err = platform.NewBackbone(ctx, platform.BackboneConfig{
-		Config: cfg.Config, Registry: s.registry,
-		Group: cfg.ConsumerGroup, Topic: cfg.OrdersTopic, Handler: s.applyOrderEvent,
-		SnapshotEvery: cfg.SnapshotEvery, Logger: log,
+		Config: cfg, Registry: s.registry,
+		Topic: cfg.OrdersTopic, Handler: s.applyOrderEvent, Logger: log,
 	}); err != nil {
 		return nil, err
 	}

@@ -65,15 +65,16 @@ func pool(t *testing.T, url string) *pgxpool.Pool {
 	return p
 }
 
-func (s *system) base(db string) platform.Config {
+func (s *system) base(db, group string) platform.Config {
 	return platform.Config{
 		DatabaseURL: db, KafkaBrokers: s.kafka.Brokers, HTTPAddr: "127.0.0.1:0",
 		OrdersTopic: s.ordersTopic, CustomersTopic: s.customersTopic, ShutdownTimeout: 5 * time.Second,
+		ConsumerGroup: s.kafka.Topic(group), SnapshotEvery: 100,
 	}
 }
 
 func (s *system) startOrder() {
-	cfg := order.Config{Config: s.base(s.orderDB), ConsumerGroup: s.kafka.Topic("order-service"), SnapshotEvery: 100}
+	cfg := s.base(s.orderDB, "order-service")
 	svc, err := order.New(context.Background(), cfg, testenv.Logger(s.t).With("service", "order"))
 	if err != nil {
 		s.t.Fatal(err)
@@ -82,7 +83,7 @@ func (s *system) startOrder() {
 }
 
 func (s *system) startCustomer() {
-	cfg := customer.Config{Config: s.base(s.customerDB), ConsumerGroup: s.kafka.Topic("customer-service"), SnapshotEvery: 100}
+	cfg := s.base(s.customerDB, "customer-service")
 	svc, err := customer.New(context.Background(), cfg, testenv.Logger(s.t).With("service", "customer"))
 	if err != nil {
 		s.t.Fatal(err)

@@ -12,11 +12,8 @@ import (
 	"context"
 	"embed"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
-	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -39,32 +36,13 @@ func Migration() pgmigrate.Migration {
 }
 
 // Config is the order service's configuration.
-type Config struct {
-	platform.Config
-	// ConsumerGroup reads customers.events (CONSUMER_GROUP); its dead
-	// letters go to dlq.<group>.
-	ConsumerGroup string
-	// SnapshotEvery is how often an order's state is snapshotted
-	// (SNAPSHOT_EVERY); orders have short streams.
-	SnapshotEvery int
-}
+type Config = platform.Config
 
 // LoadConfig reads the configuration from getenv (os.Getenv in main).
 func LoadConfig(getenv func(string) string) (Config, error) {
-	base, err := platform.Load(getenv, "postgres://postgres@127.0.0.1:5432/orders", ":8080")
-	if err != nil {
-		return Config{}, err
-	}
-	cfg := Config{Config: base, ConsumerGroup: "order-service", SnapshotEvery: 100}
-	if g := strings.TrimSpace(getenv("CONSUMER_GROUP")); g != "" {
-		cfg.ConsumerGroup = g
-	}
-	if s := getenv("SNAPSHOT_EVERY"); s != "" {
-		if cfg.SnapshotEvery, err = strconv.Atoi(s); err != nil {
-			return Config{}, fmt.Errorf("SNAPSHOT_EVERY: %w", err)
-		}
-	}
-	return cfg, nil
+	return platform.Load(getenv, platform.Defaults{
+		DatabaseURL: "postgres://postgres@127.0.0.1:5432/orders", HTTPAddr: ":8080", ConsumerGroup: "order-service",
+	})
 }
 
 // Service is a running order service's parts.
@@ -86,9 +64,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	}
 	var err error
 	if s.bb, err = platform.NewBackbone(ctx, platform.BackboneConfig{
-		Config: cfg.Config, Registry: s.registry, Migrations: []pgmigrate.Migration{Migration()},
-		Group: cfg.ConsumerGroup, Topic: cfg.CustomersTopic, Handler: s.applyCreditDecision,
-		SnapshotEvery: cfg.SnapshotEvery, Logger: log,
+		Config: cfg, Registry: s.registry, Migrations: []pgmigrate.Migration{Migration()},
+		Topic: cfg.CustomersTopic, Handler: s.applyCreditDecision, Logger: log,
 	}); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,47 @@
+package platform
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoad(t *testing.T) {
+	d := Defaults{DatabaseURL: "postgres://u:secret@db:5432/orders", HTTPAddr: ":8080", ConsumerGroup: "order-service"}
+	env := func(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
+
+	cfg, err := Load(env(nil), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DatabaseURL != d.DatabaseURL || cfg.HTTPAddr != ":8080" || cfg.ConsumerGroup != "order-service" ||
+		cfg.OrdersTopic != "orders.events" || cfg.CustomersTopic != "customers.events" ||
+		len(cfg.KafkaBrokers) != 1 || cfg.KafkaBrokers[0] != "127.0.0.1:9092" ||
+		cfg.ShutdownTimeout != 10*time.Second || cfg.SnapshotEvery != 100 {
+		t.Errorf("defaults: %+v", cfg)
+	}
+	if logged := cfg.LogValue().String(); strings.Contains(logged, "secret") {
+		t.Errorf("password in the log: %s", logged)
+	}
+
+	cfg, err = Load(env(map[string]string{
+		"DATABASE_URL": "postgres://x@h/db", "KAFKA_BROKERS": " a:1, b:2 ,", "HTTP_ADDR": "127.0.0.1:9",
+		"CONSUMER_GROUP": "g", "SNAPSHOT_EVERY": "7", "SHUTDOWN_TIMEOUT": "3s", "ORDERS_TOPIC": "o",
+	}), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.KafkaBrokers) != 2 || cfg.KafkaBrokers[1] != "b:2" || cfg.ConsumerGroup != "g" || cfg.SnapshotEvery != 7 ||
+		cfg.ShutdownTimeout != 3*time.Second || cfg.OrdersTopic != "o" || cfg.HTTPAddr != "127.0.0.1:9" {
+		t.Errorf("overrides: %+v", cfg)
+	}
+
+	for k, v := range map[string]string{
+		"SNAPSHOT_EVERY": "many", "SHUTDOWN_TIMEOUT": "soon", "KAFKA_BROKERS": " , ",
+		"DATABASE_URL": "postgres://host:notaport/db",
+	} {
+		if _, err := Load(env(map[string]string{k: v}), d); err == nil {
+			t.Errorf("%s=%q accepted", k, v)
+		}
+	}
+}
