@@ -43,6 +43,11 @@ func (d Delivery) Header(key string) string {
 // help.
 type Handler func(ctx context.Context, tx pgx.Tx, d Delivery) error
 
+// BatchHandler applies the events of one partition, in order, within tx.
+// It is given a batch when a handler does better with many events at once
+// (a projection folds them and writes each row once).
+type BatchHandler func(ctx context.Context, tx pgx.Tx, ds []Delivery) error
+
 // Permanent marks err as one that no retry can cure: the record goes to the
 // dead-letter topic at once.
 func Permanent(err error) error { return permanentError{err} }
@@ -67,6 +72,14 @@ type ConsumerConfig struct {
 	Topics []string
 	// Handler applies each event that the group has not applied before.
 	Handler Handler
+	// BatchHandler, instead of Handler, applies a partition's events a
+	// batch at a time. When a batch fails it is given its records one by
+	// one, to find the bad one.
+	BatchHandler BatchHandler
+	// NoInbox leaves out the inbox: for a handler that is idempotent by
+	// itself (a projection that records each aggregate's last applied
+	// version), where the inbox would only cost a write per event.
+	NoInbox bool
 	// Logger receives the consumer's and its Kafka client's logs.
 	Logger *slog.Logger
 	// DLQTopic receives records that cannot be applied; "dlq.<Group>" if
@@ -139,8 +152,8 @@ func (c *ConsumerConfig) Validate() error {
 		return errors.New("consumer: no group")
 	case len(c.Topics) == 0:
 		return errors.New("consumer: no topics")
-	case c.Handler == nil:
-		return errors.New("consumer: no handler")
+	case (c.Handler == nil) == (c.BatchHandler == nil):
+		return errors.New("consumer: give exactly one of Handler and BatchHandler")
 	case c.MaxAttempts < 1, c.BatchSize < 1, c.MaxPollRecords < 1, c.Concurrency < 1:
 		return errors.New("consumer: attempts, batch size, poll size and concurrency must be positive")
 	}
@@ -355,26 +368,33 @@ func (c *Consumer) applyBatch(ctx context.Context, recs []*kgo.Record) error {
 	}
 	var applied, dups int64
 	err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
-		applied, dups = 0, 0
-		rows, _ := tx.Query(ctx, claimEvents, c.cfg.Group, ids)
-		claimed, err := pgx.CollectRows(rows, pgx.RowTo[[16]byte])
+		fresh, err := c.claim(ctx, tx, ids)
 		if err != nil {
-			return fmt.Errorf("claim in inbox: %w", err)
+			return err
 		}
-		fresh := make(map[[16]byte]bool, len(claimed))
-		for _, id := range claimed {
-			fresh[id] = true
-		}
+		ds := make([]Delivery, 0, len(recs))
 		for i, rec := range recs {
-			if !fresh[ids[i]] {
-				dups++ // applied before, or twice in this batch
-				continue
+			if fresh != nil && !fresh[ids[i]] {
+				continue // applied before, or twice in this batch
 			}
 			delete(fresh, ids[i])
-			if err := c.cfg.Handler(ctx, tx, Delivery{Envelope: envs[i], Record: rec}); err != nil {
-				return fmt.Errorf("%s %s (%s/%d@%d): %w", envs[i].EventType, envs[i].EventID, rec.Topic, rec.Partition, rec.Offset, err)
+			ds = append(ds, Delivery{Envelope: envs[i], Record: rec})
+		}
+		applied, dups = int64(len(ds)), int64(len(recs)-len(ds))
+		if c.cfg.BatchHandler != nil {
+			if len(ds) == 0 {
+				return nil
 			}
-			applied++
+			if err := c.cfg.BatchHandler(ctx, tx, ds); err != nil {
+				first := ds[0].Record
+				return fmt.Errorf("%d events from %s/%d@%d: %w", len(ds), first.Topic, first.Partition, first.Offset, err)
+			}
+			return nil
+		}
+		for _, d := range ds {
+			if err := c.cfg.Handler(ctx, tx, d); err != nil {
+				return fmt.Errorf("%s %s (%s/%d@%d): %w", d.Envelope.EventType, d.Envelope.EventID, d.Record.Topic, d.Record.Partition, d.Record.Offset, err)
+			}
 		}
 		return nil
 	})
@@ -386,6 +406,24 @@ func (c *Consumer) applyBatch(ctx context.Context, recs []*kgo.Record) error {
 		}
 	}
 	return err
+}
+
+// claim records ids in the inbox and returns those not recorded before;
+// nil (everything is fresh) without an inbox.
+func (c *Consumer) claim(ctx context.Context, tx pgx.Tx, ids [][16]byte) (map[[16]byte]bool, error) {
+	if c.cfg.NoInbox {
+		return nil, nil
+	}
+	rows, _ := tx.Query(ctx, claimEvents, c.cfg.Group, ids)
+	claimed, err := pgx.CollectRows(rows, pgx.RowTo[[16]byte])
+	if err != nil {
+		return nil, fmt.Errorf("claim in inbox: %w", err)
+	}
+	fresh := make(map[[16]byte]bool, len(claimed))
+	for _, id := range claimed {
+		fresh[id] = true
+	}
+	return fresh, nil
 }
 
 // applyWithRetries applies one record in its own transaction, retrying with
@@ -477,7 +515,7 @@ func (c *Consumer) deadLetter(ctx context.Context, rec *kgo.Record, cause error)
 	// Remember it as dealt with: if its offset is not committed (a crash, a
 	// rebalance), a redelivery must not apply it after the records that
 	// followed it, nor dead-letter it twice.
-	if env, err := events.ParseEnvelope(rec.Value); err == nil {
+	if env, err := events.ParseEnvelope(rec.Value); err == nil && !c.cfg.NoInbox {
 		if _, err := c.pool.Exec(ctx, claimEvents, c.cfg.Group, [][16]byte{env.EventID}); err != nil {
 			c.log.Warn("could not record the dead letter in the inbox", "err", err)
 		}

@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -284,4 +285,67 @@ func TestConsumerCommitsOffsetsOnlyAfterTransaction(t *testing.T) {
 		o, ok := offsets.Lookup(e.topic, 0)
 		return err == nil && ok && o.At == 3
 	})
+}
+
+// A BatchHandler gets a partition's events in order, many at a time; a
+// failing batch is given again one event at a time, so the bad event alone
+// is dead-lettered. Without the inbox, duplicates reach the handler, which
+// must be idempotent by itself.
+func TestConsumerBatchHandlerWithoutInbox(t *testing.T) {
+	e := newEnv(t, 1)
+	key := keyOf(1)
+	var recs []*kgo.Record
+	for v := int64(1); v <= 20; v++ {
+		recs = append(recs, e.record(t, key, v))
+	}
+	e.produce(t, recs[:12]...) // a clean batch first
+
+	var mu sync.Mutex
+	var sizes []int
+	var seen []int64
+	c := e.startCountingConsumer(t, e.kafka.Topic("batch-test"), func(cfg *ConsumerConfig) {
+		cfg.Handler, cfg.NoInbox = nil, true
+		cfg.BatchHandler = func(ctx context.Context, tx pgx.Tx, ds []Delivery) error {
+			for _, d := range ds {
+				if d.Envelope.AggregateVersion == 13 {
+					return Permanent(errors.New("13 is bad"))
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			sizes = append(sizes, len(ds))
+			for _, d := range ds {
+				seen = append(seen, d.Envelope.AggregateVersion)
+			}
+			return nil
+		}
+	})
+	waitFor(t, 20*time.Second, "the clean batch", func() bool { return c.consumer.Stats().Applied == 12 })
+	e.produce(t, recs[12:]...)
+	e.produce(t, recs[0]) // a duplicate after the rest
+	waitFor(t, 20*time.Second, "all records", func() bool {
+		s := c.consumer.Stats()
+		return s.Applied+s.DeadLettered >= 21
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	want := []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 15, 16, 17, 18, 19, 20, 1}
+	if fmt.Sprint(seen) != fmt.Sprint(want) {
+		t.Errorf("handled versions %v, want %v", seen, want)
+	}
+	if c.consumer.Stats().DeadLettered != 1 || c.consumer.Stats().Duplicates != 0 {
+		t.Errorf("stats %+v", c.consumer.Stats())
+	}
+	big := false
+	for _, n := range sizes {
+		big = big || n > 1
+	}
+	if !big {
+		t.Errorf("never given more than one event at once: %v", sizes)
+	}
+	var inbox int
+	_ = e.pool.QueryRow(context.Background(), "SELECT count(*) FROM inbox").Scan(&inbox)
+	if inbox != 0 {
+		t.Errorf("%d inbox rows without an inbox", inbox)
+	}
 }
