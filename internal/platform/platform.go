@@ -151,6 +151,10 @@ type Parts struct {
 	Relay    *outbox.Relay
 	Notifier *outbox.Notifier
 	Consumer *outbox.Consumer
+	// Worker, for a service whose consuming is more than one Consumer,
+	// runs in the consumer's place: after the API stops, it is told to stop
+	// and waited for.
+	Worker func(ctx context.Context) error
 }
 
 // Run runs parts until ctx is done or one of them fails, then shuts down in
@@ -183,6 +187,9 @@ func Run(ctx context.Context, log *slog.Logger, ln net.Listener, parts Parts, dr
 	var consumer, api sync.WaitGroup
 	if parts.Consumer != nil {
 		consumer.Go(func() { fail("consumer", parts.Consumer.Run(workCtx)) })
+	}
+	if parts.Worker != nil {
+		consumer.Go(func() { fail("worker", parts.Worker(workCtx)) })
 	}
 	apiCtx, stopAPI := context.WithCancel(workCtx)
 	defer stopAPI()

@@ -22,6 +22,7 @@ import (
 	"github.com/eventsaga/eventsaga/pkg/events"
 	"github.com/eventsaga/eventsaga/services/customer"
 	"github.com/eventsaga/eventsaga/services/order"
+	"github.com/eventsaga/eventsaga/services/projector"
 )
 
 // system is both services, their databases and the topics.
@@ -30,9 +31,11 @@ type system struct {
 	kafka                       *testenv.Kafka
 	ordersTopic, customersTopic string
 	orderDB, customerDB         string // connection strings
+	readDB                      string
 	orderPool, customerPool     *pgxpool.Pool
 	order                       *running[*order.Service]
 	customer                    *running[*customer.Service]
+	projector                   *running[*projector.Service]
 	topics                      *testenv.Collector
 }
 
@@ -48,9 +51,10 @@ func startSystem(t *testing.T) *system {
 	s := &system{t: t, kafka: testenv.NewKafka(t)}
 	s.ordersTopic, s.customersTopic = s.kafka.Topic("orders.events"), s.kafka.Topic("customers.events")
 	s.kafka.CreateTopics(t, 12, s.ordersTopic, s.customersTopic)
-	s.orderDB, s.customerDB = testenv.Database(t), testenv.Database(t)
+	s.orderDB, s.customerDB, s.readDB = testenv.Database(t), testenv.Database(t), testenv.Database(t)
 	s.startCustomer()
 	s.startOrder()
+	s.startProjector()
 	s.orderPool, s.customerPool = pool(t, s.orderDB), pool(t, s.customerDB)
 	s.topics = s.kafka.Collect(t, s.ordersTopic, s.customersTopic)
 	return s
@@ -89,6 +93,14 @@ func (s *system) startCustomer() {
 		s.t.Fatal(err)
 	}
 	s.customer = serve(s.t, svc, svc.Serve)
+}
+
+func (s *system) startProjector() {
+	svc, err := projector.New(context.Background(), s.base(s.readDB, "projector"), testenv.Logger(s.t).With("service", "projector"))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.projector = serve(s.t, svc, svc.Serve)
 }
 
 func serve[S any](t *testing.T, svc S, run func(context.Context, net.Listener) error) *running[S] {

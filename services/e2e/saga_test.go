@@ -193,6 +193,7 @@ func TestRedeliveryChangesNothing(t *testing.T) {
 		return len(onCustomers) == 2
 	})
 
+	s.awaitProjected()
 	before := s.state(orders, rich, poor)
 	recs := seenOn(t, s.topics)
 	// Wait until the consumers have seen everything once.
@@ -214,12 +215,25 @@ func TestRedeliveryChangesNothing(t *testing.T) {
 		dups := s.order.svc.ConsumerStats().Duplicates + s.customer.svc.ConsumerStats().Duplicates
 		return dups-dupsBefore >= int64(len(copies))
 	})
+	s.awaitProjected()
 	if after := s.state(orders, rich, poor); after != before {
 		t.Errorf("state changed by redelivery:\nbefore %s\nafter  %s", before, after)
 	}
 	if got := len(seenOn(t, s.topics)); got != 2*len(recs) {
 		t.Errorf("%d records on the topics, want %d (the originals and their copies, nothing new)", got, 2*len(recs))
 	}
+}
+
+// awaitProjected waits until the projector has every record on the topics.
+func (s *system) awaitProjected() {
+	s.t.Helper()
+	testenv.WaitFor(s.t, 30*time.Second, "the projector to catch up", func() bool {
+		var st struct {
+			TotalLag *int64 `json:"total_lag"`
+		}
+		mustCall(s.t, 200, &st, "GET", s.projector.url+"/status", "")
+		return st.TotalLag != nil && *st.TotalLag == 0
+	})
 }
 
 // consumed is how many records the two consumers have dealt with.
@@ -240,6 +254,15 @@ func (s *system) state(orders []uuid.UUID, customers ...uuid.UUID) string {
 	for _, c := range customers {
 		v := s.customerView(c)
 		out += v.Reserved + "/" + v.CreditLimit + "/" + itoa(int(v.Version)) + " "
+	}
+	out += "| read model: "
+	for _, o := range orders {
+		_, b := call(s.t, "GET", s.projector.url+"/orders/"+o.String(), "")
+		out += string(b)
+	}
+	for _, c := range customers {
+		_, b := call(s.t, "GET", s.projector.url+"/customers/"+c.String(), "")
+		out += string(b)
 	}
 	return out + "events " + itoa(count(s.t, s.orderPool, "events")) + "+" + itoa(count(s.t, s.customerPool, "events"))
 }

@@ -1,0 +1,206 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/eventsaga/eventsaga/internal/httpapi"
+	"github.com/eventsaga/eventsaga/pkg/events"
+	"github.com/eventsaga/eventsaga/pkg/events/orders"
+	"github.com/eventsaga/eventsaga/pkg/outbox"
+)
+
+// MinVersionWait bounds how long a query with min_version waits for the
+// read model to catch up.
+const MinVersionWait = 3 * time.Second
+
+// Page sizes of GET /orders.
+const (
+	DefaultPageSize = 50
+	MaxPageSize     = 500
+)
+
+func (s *Service) routes() *echo.Echo {
+	e := httpapi.New(s.log)
+	e.GET("/orders/:id", s.getOrder)
+	e.GET("/orders", s.listOrders)
+	e.GET("/customers/:id", s.getCustomer)
+	e.GET("/status", s.getStatus)
+	httpapi.Health(e, s.ready)
+	return e
+}
+
+// Handler is the API, for tests that serve it themselves.
+func (s *Service) Handler() http.Handler { return s.http }
+
+type orderView struct {
+	OrderID         uuid.UUID    `json:"order_id"`
+	CustomerID      uuid.UUID    `json:"customer_id"`
+	Status          string       `json:"status"`
+	Total           events.Money `json:"total"`
+	RejectionReason *string      `json:"rejection_reason"`
+	Version         int64        `json:"version"`
+	UpdatedAt       string       `json:"updated_at"`
+}
+
+func viewOf(r OrderRow) orderView {
+	v := orderView{OrderID: r.OrderID, CustomerID: r.CustomerID, Status: r.Status, Total: r.Total, Version: r.Version, UpdatedAt: events.FormatTime(r.UpdatedAt)}
+	if r.RejectionReason != "" {
+		v.RejectionReason = &r.RejectionReason
+	}
+	return v
+}
+
+// getOrder answers from the read model; with min_version=N it first waits,
+// up to MinVersionWait, for the order to reach version N.
+func (s *Service) getOrder(c echo.Context) error {
+	id, err := httpapi.ParseUUID("id", c.Param("id"))
+	if err != nil {
+		return err
+	}
+	var min int64
+	if q := c.QueryParam("min_version"); q != "" {
+		if min, err = strconv.ParseInt(q, 10, 64); err != nil || min < 1 {
+			return httpapi.BadRequest("min_version must be a positive whole number", httpapi.FieldError{Field: "min_version", Message: "not a positive whole number"})
+		}
+	}
+	row, err := s.awaitOrder(c.Request().Context(), id, min)
+	switch {
+	case errors.Is(err, ErrNotFound) && min > 0:
+		return httpapi.NotFound(fmt.Sprintf("the read model has no such order, and did not reach version %d of it within %v", min, MinVersionWait))
+	case errors.Is(err, ErrNotFound):
+		return httpapi.NotFound("the read model has no such order (it may not have caught up yet: ask with min_version)")
+	case err != nil:
+		return err
+	case row.Version < min:
+		return httpapi.Conflict(fmt.Sprintf("the read model has version %d of this order and did not reach version %d within %v", row.Version, min, MinVersionWait))
+	}
+	return c.JSON(http.StatusOK, viewOf(row))
+}
+
+// awaitOrder reads the order, and while it is missing or below version min
+// waits for the projection's next commit (or, for commits of another
+// instance, a short poll) until MinVersionWait has passed.
+func (s *Service) awaitOrder(ctx context.Context, id uuid.UUID, min int64) (OrderRow, error) {
+	deadline := time.NewTimer(MinVersionWait)
+	defer deadline.Stop()
+	for {
+		next := s.changed.wait() // before reading, so that no commit is missed
+		row, err := generation(s.gen.Load()).order(ctx, s.pool, id)
+		if (err == nil && row.Version >= min) || (err != nil && !errors.Is(err, ErrNotFound)) || min == 0 {
+			return row, err
+		}
+		select {
+		case <-next:
+		case <-time.After(50 * time.Millisecond):
+		case <-deadline.C:
+			return row, err
+		case <-ctx.Done():
+			return row, ctx.Err()
+		}
+	}
+}
+
+func (s *Service) listOrders(c echo.Context) error {
+	var f OrderFilter
+	var err error
+	if q := c.QueryParam("customer_id"); q != "" {
+		if f.CustomerID, err = httpapi.ParseUUID("customer_id", q); err != nil {
+			return err
+		}
+	}
+	if q := c.QueryParam("after"); q != "" {
+		if f.After, err = httpapi.ParseUUID("after", q); err != nil {
+			return err
+		}
+	}
+	switch q := c.QueryParam("status"); q {
+	case "", orders.StatusPending, orders.StatusApproved, orders.StatusRejected, orders.StatusCancelled:
+		f.Status = q
+	default:
+		return httpapi.BadRequest("status must be one of PENDING, APPROVED, REJECTED, CANCELLED", httpapi.FieldError{Field: "status", Message: "unknown status"})
+	}
+	f.Limit = DefaultPageSize
+	if q := c.QueryParam("limit"); q != "" {
+		if f.Limit, err = strconv.Atoi(q); err != nil || f.Limit < 1 || f.Limit > MaxPageSize {
+			return httpapi.BadRequest(fmt.Sprintf("limit must be a whole number from 1 to %d", MaxPageSize), httpapi.FieldError{Field: "limit", Message: "out of range"})
+		}
+	}
+	rows, err := generation(s.gen.Load()).listOrders(c.Request().Context(), s.pool, f)
+	if err != nil {
+		return err
+	}
+	page := struct {
+		Orders []orderView `json:"orders"`
+		Next   *string     `json:"next"`
+	}{Orders: make([]orderView, len(rows))}
+	for i, r := range rows {
+		page.Orders[i] = viewOf(r)
+	}
+	if len(rows) == f.Limit {
+		next := rows[len(rows)-1].OrderID.String()
+		page.Next = &next
+	}
+	return c.JSON(http.StatusOK, page)
+}
+
+func (s *Service) getCustomer(c echo.Context) error {
+	id, err := httpapi.ParseUUID("id", c.Param("id"))
+	if err != nil {
+		return err
+	}
+	v, err := generation(s.gen.Load()).customer(c.Request().Context(), s.pool, id)
+	if errors.Is(err, ErrNotFound) {
+		return httpapi.NotFound("the read model has no such customer")
+	}
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{
+		"customer_id": v.CustomerID, "name": v.Name, "credit_limit": v.CreditLimit,
+		"reserved": v.Reserved, "available": v.CreditLimit - v.Reserved,
+		"orders": map[string]int64{
+			orders.StatusPending: v.Orders.Pending, orders.StatusApproved: v.Orders.Approved,
+			orders.StatusRejected: v.Orders.Rejected, orders.StatusCancelled: v.Orders.Cancelled,
+		},
+	})
+}
+
+// getStatus shows how far behind the topics the read model is, per
+// partition, and what the projection has done.
+func (s *Service) getStatus(c echo.Context) error {
+	g := generation(s.gen.Load())
+	group := groupOf(s.cfg.ConsumerGroup, g)
+	out := map[string]any{"generation": int(g), "consumer_group": group}
+	if cons := s.consumer.Load(); cons != nil {
+		out["projected"] = cons.Stats()
+		lag, err := outbox.GroupLag(c.Request().Context(), cons.Client(), group, s.cfg.OrdersTopic, s.cfg.CustomersTopic)
+		if err != nil {
+			return httpapi.Unavailable("lag: " + err.Error())
+		}
+		out["lag"], out["total_lag"] = lag, lag.Total()
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// ready reports whether the database and Kafka answer.
+func (s *Service) ready(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	cons := s.consumer.Load()
+	if cons == nil {
+		return errors.New("projection not started")
+	}
+	if err := cons.Client().Ping(ctx); err != nil {
+		return fmt.Errorf("kafka: %w", err)
+	}
+	return nil
+}

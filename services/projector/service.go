@@ -1,0 +1,277 @@
+// Package projector is the query side: it projects orders.events and
+// customers.events into read models in its own database and serves queries
+// from them. The read models are eventually consistent; a query can wait
+// for a version it knows was written (min_version) to read its own writes.
+//
+// Reading order: projection.go folds events into rows (effectively-once by
+// each aggregate's last applied version); store.go keeps the rows, a
+// generation of tables at a time; http.go serves queries; rebuild.go builds
+// a new generation from the start of the topics and switches to it; this
+// file wires the parts.
+package projector
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/labstack/echo/v4"
+
+	"github.com/eventsaga/eventsaga/internal/pgmigrate"
+	"github.com/eventsaga/eventsaga/internal/platform"
+	"github.com/eventsaga/eventsaga/pkg/events"
+	"github.com/eventsaga/eventsaga/pkg/events/customers"
+	"github.com/eventsaga/eventsaga/pkg/events/orders"
+	"github.com/eventsaga/eventsaga/pkg/outbox"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migration is the projector's schema (the generations it keeps).
+func Migration() pgmigrate.Migration {
+	return pgmigrate.Migration{VersionTable: "projector_schema_version", FS: migrations, Dir: "migrations"}
+}
+
+// Config is the projector's configuration.
+type Config = platform.Config
+
+// LoadConfig reads the configuration from getenv (os.Getenv in main).
+func LoadConfig(getenv func(string) string) (Config, error) {
+	return platform.Load(getenv, platform.Defaults{
+		DatabaseURL: "postgres://postgres@127.0.0.1:5432/readmodel", HTTPAddr: ":8082", ConsumerGroup: "projector",
+	})
+}
+
+// Service is a running projector's parts.
+type Service struct {
+	cfg      Config
+	log      *slog.Logger
+	registry *events.Registry
+	pool     *pgxpool.Pool
+	store    store
+	http     *echo.Echo
+	// gen is the generation queries read and the consumer writes.
+	gen      atomic.Int64
+	consumer atomic.Pointer[outbox.Consumer]
+	// changed is signalled after each projected batch commits.
+	changed broadcast
+}
+
+// New connects to the database (creating and migrating it if need be); Serve
+// runs the projection and the API.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
+	s := &Service{cfg: cfg, log: log, registry: events.NewRegistry()}
+	if err := registry(s.registry); err != nil {
+		return nil, err
+	}
+	var err error
+	if s.pool, err = platform.OpenDB(ctx, cfg.DatabaseURL, Migration()); err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	s.store = store{pool: s.pool}
+	g, err := s.store.current(ctx)
+	if err != nil {
+		s.pool.Close()
+		return nil, err
+	}
+	s.gen.Store(int64(g))
+	s.http = s.routes()
+	return s, nil
+}
+
+func registry(r *events.Registry) error {
+	return errors.Join(orders.Register(r), customers.Register(r))
+}
+
+// Serve runs the API on ln and the projection until ctx is done, then stops
+// the API, lets the projection finish its batch and commit, and closes the
+// database.
+func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
+	defer s.pool.Close()
+	s.log.Info("projector running", "addr", ln.Addr().String(), "config", s.cfg, "generation", s.gen.Load())
+	return platform.Run(ctx, s.log, ln, platform.Parts{HTTP: s.http, Worker: s.project}, s.cfg.ShutdownTimeout)
+}
+
+// project runs the consumer of the current generation, and replaces it by
+// the next generation's when a rebuild has made that one current: it then
+// goes on from the offsets the rebuild committed, in the tables the rebuild
+// filled.
+func (s *Service) project(ctx context.Context) error {
+	for {
+		g := generation(s.gen.Load())
+		c, err := newProjection(s.cfg, s.log, s.pool, s.registry, g, s.changed.signal, projectionTuning{})
+		if err != nil {
+			return err
+		}
+		s.consumer.Store(c)
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- c.Run(runCtx) }()
+		next, err := s.watchGeneration(ctx, g, done)
+		stop()
+		if err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return <-done
+		}
+		if err := <-done; err != nil {
+			return err
+		}
+		s.log.Info("switching to the rebuilt read model", "from", int(g), "to", int(next))
+		s.gen.Store(int64(next))
+	}
+}
+
+// watchGeneration returns when the current generation is no longer g (with
+// the new one), when ctx ends, or when the consumer stopped by itself.
+func (s *Service) watchGeneration(ctx context.Context, g generation, done chan error) (generation, error) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return g, nil
+		case err := <-done:
+			done <- err
+			if err == nil {
+				err = errors.New("the projection stopped")
+			}
+			return g, err
+		case <-t.C:
+			now, err := s.store.current(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.log.Warn("could not read the current generation", "err", err)
+				}
+				continue
+			}
+			if now != g {
+				return now, nil
+			}
+		}
+	}
+}
+
+// projectionTuning sets how much a projection takes at once.
+type projectionTuning struct {
+	batchSize, pollRecords int
+}
+
+// newProjection returns the consumer that projects both topics into
+// generation g's tables, as the group of that generation.
+func newProjection(cfg Config, log *slog.Logger, pool *pgxpool.Pool, reg *events.Registry, g generation, committed func(), t projectionTuning) (*outbox.Consumer, error) {
+	p := projection{registry: reg, gen: g}
+	return outbox.NewConsumer(outbox.ConsumerConfig{
+		Pool: pool, Brokers: cfg.KafkaBrokers, Group: groupOf(cfg.ConsumerGroup, g),
+		Topics:       []string{cfg.OrdersTopic, cfg.CustomersTopic},
+		BatchHandler: p.apply, NoInbox: true,
+		BatchSize:    max(t.batchSize, 1000), MaxPollRecords: max(t.pollRecords, 10000),
+		Logger:       log.With("generation", int(g)),
+		// Two partitions that update the same customer's counts wait for
+		// each other; should Postgres still see a deadlock, it is retried.
+		AfterCommit: committed,
+	})
+}
+
+// groupOf is the consumer group of generation g.
+func groupOf(base string, g generation) string { return base + ".g" + strconv.Itoa(int(g)) }
+
+// projection applies batches of events to one generation's tables.
+type projection struct {
+	registry *events.Registry
+	gen      generation
+}
+
+// apply folds a partition's batch into the rows it concerns and writes each
+// changed row once, in the consumer's transaction.
+func (p projection) apply(ctx context.Context, tx pgx.Tx, ds []outbox.Delivery) error {
+	var orderEvs, customerEvs []Event
+	for _, d := range ds {
+		data, err := p.registry.Decode(d.Envelope)
+		if errors.Is(err, events.ErrUnknownEventType) {
+			continue // an event type this projection does not show
+		}
+		if err != nil {
+			return outbox.Permanent(err)
+		}
+		e := Event{Env: d.Envelope, Data: data}
+		switch d.Envelope.AggregateType {
+		case orders.AggregateType:
+			orderEvs = append(orderEvs, e)
+		case customers.AggregateType:
+			customerEvs = append(customerEvs, e)
+		}
+	}
+	if len(orderEvs) > 0 {
+		rows, err := p.gen.loadOrders(ctx, tx, idsOf(orderEvs))
+		if err != nil {
+			return fmt.Errorf("load orders: %w", err)
+		}
+		changed, counts := foldOrders(rows, orderEvs)
+		if err := p.gen.writeOrders(ctx, tx, changed); err != nil {
+			return fmt.Errorf("write orders: %w", err)
+		}
+		if err := p.gen.addCounts(ctx, tx, counts); err != nil {
+			return fmt.Errorf("count orders: %w", err)
+		}
+	}
+	if len(customerEvs) > 0 {
+		rows, err := p.gen.loadCustomers(ctx, tx, idsOf(customerEvs))
+		if err != nil {
+			return fmt.Errorf("load customers: %w", err)
+		}
+		if err := p.gen.writeCustomers(ctx, tx, foldCustomers(rows, customerEvs)); err != nil {
+			return fmt.Errorf("write customers: %w", err)
+		}
+	}
+	return nil
+}
+
+func idsOf(evs []Event) [][16]byte {
+	seen := make(map[uuid.UUID]bool, len(evs))
+	out := make([][16]byte, 0, len(evs))
+	for _, e := range evs {
+		if !seen[e.Env.AggregateID] {
+			seen[e.Env.AggregateID] = true
+			out = append(out, e.Env.AggregateID)
+		}
+	}
+	return out
+}
+
+// broadcast wakes everyone waiting, each time it is signalled.
+type broadcast struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+// wait returns a channel that is closed at the next signal.
+func (b *broadcast) wait() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ch == nil {
+		b.ch = make(chan struct{})
+	}
+	return b.ch
+}
+
+func (b *broadcast) signal() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ch != nil {
+		close(b.ch)
+		b.ch = nil
+	}
+}
