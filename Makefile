@@ -1,7 +1,7 @@
 # The index of what a developer can do here. CI runs `make lint test`.
 
 GO      ?= go
-DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
 
 .PHONY: run build test bench lint devbroker
 

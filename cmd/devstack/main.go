@@ -54,7 +54,7 @@ func run(log *slog.Logger) error {
 	flag.Parse()
 	server := os.Getenv("DATABASE_URL")
 	if server == "" {
-		server = "postgres://postgres@127.0.0.1:5432/postgres"
+		server = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 	}
 	brokers := "127.0.0.1:" + strconv.Itoa(*kafkaPort)
 

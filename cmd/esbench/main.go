@@ -82,7 +82,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	}
 	cfg.databaseURL = os.Getenv("DATABASE_URL")
 	if cfg.databaseURL == "" {
-		cfg.databaseURL = "postgres://postgres@127.0.0.1:5432/postgres"
+		cfg.databaseURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 	}
 
 	if b := os.Getenv("KAFKA_BROKERS"); b != "" {

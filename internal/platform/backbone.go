@@ -75,7 +75,7 @@ func (b *Backbone) build(cfg BackboneConfig) error {
 		// A lost optimistic race is retried, never dead-lettered: a dead
 		// letter would leave its saga unfinished.
 		Transient:   func(err error) bool { return errors.Is(err, eventstore.ErrConflict) },
-		AfterCommit: b.Notifier.Notify,
+		AfterCommit: func([]outbox.Delivery) { b.Notifier.Notify() },
 	})
 	return err
 }

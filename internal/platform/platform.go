@@ -34,7 +34,9 @@ const (
 // Config is what every service reads from its environment.
 type Config struct {
 	// DatabaseURL is the service's own database (DATABASE_URL); it is
-	// created on the same server if missing.
+	// created on the same server if missing. The defaults point at a local
+	// server without TLS (encrypting loopback traffic only costs CPU); for
+	// a server elsewhere use sslmode=verify-full.
 	DatabaseURL string
 	// KafkaBrokers are the seed brokers (KAFKA_BROKERS, comma-separated).
 	KafkaBrokers []string
@@ -128,6 +130,12 @@ func OpenDB(ctx context.Context, url string, ms ...pgmigrate.Migration) (*pgxpoo
 	}
 	if !strings.Contains(url, "pool_max_conns") {
 		cfg.MaxConns = 20 // the consumer applies up to 8 partitions at once, beside the API
+	}
+	if !strings.Contains(url, "pool_min_conns") {
+		// Connections are opened at start, not all at once when traffic
+		// first rises: on a small machine a burst of new backends (each a
+		// process that loads its catalog caches) stalls everything else.
+		cfg.MinConns = 4
 	}
 	if db := cfg.ConnConfig.Database; db != "" && db != "postgres" {
 		if err := pgdb.Ensure(ctx, pgdb.WithDatabase(url, "postgres"), db); err != nil {

@@ -32,7 +32,7 @@ import (
 	"github.com/eventsaga/eventsaga/internal/pgmigrate"
 )
 
-const localPostgres = "postgres://postgres@127.0.0.1:5432/postgres"
+const localPostgres = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 
 var (
 	serverOnce sync.Once

@@ -76,6 +76,13 @@ type ConsumerConfig struct {
 	// batch at a time. When a batch fails it is given its records one by
 	// one, to find the bad one.
 	BatchHandler BatchHandler
+	// AcrossPartitions applies a poll whose records fit in one batch in a
+	// single transaction, rather than one per partition: a partition's
+	// records keep their order, and the records of one aggregate share a
+	// partition, so each aggregate's order holds. At low volume this turns a
+	// dozen small transactions, waiting on each other's locks, into one. If
+	// that transaction fails, the partitions are applied apart.
+	AcrossPartitions bool
 	// NoInbox leaves out the inbox: for a handler that is idempotent by
 	// itself (a projection that records each aggregate's last applied
 	// version), where the inbox would only cost a write per event.
@@ -108,8 +115,9 @@ type ConsumerConfig struct {
 	// no fault of the record, and dead-lettering it would strand its saga.
 	Transient func(error) bool
 	// AfterCommit runs after each transaction that applied events commits,
-	// to wake the relay that publishes what the handlers wrote.
-	AfterCommit func()
+	// with the deliveries it applied: to wake the relay that publishes what
+	// the handlers wrote, or to tell readers what is now in the database.
+	AfterCommit func([]Delivery)
 	// ClientOpts are added to the Kafka client's options.
 	ClientOpts []kgo.Opt
 }
@@ -278,7 +286,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		if done := c.applyPartitions(workCtx, parts); len(done) > 0 {
+		if done := c.applyPoll(workCtx, parts); len(done) > 0 {
 			c.commit(ctx, done)
 		}
 		c.cl.AllowRebalance()
@@ -295,6 +303,34 @@ func (c *Consumer) commit(ctx context.Context, done []*kgo.Record) {
 		// Everything in done is applied; redelivering it is harmless.
 		c.log.Warn("offset commit failed", "err", err)
 	}
+}
+
+// applyPoll applies a poll's records, in one transaction if the consumer
+// applies across partitions and they fit, else partition by partition. It
+// returns, for each partition, the last record dealt with.
+func (c *Consumer) applyPoll(ctx context.Context, parts [][]*kgo.Record) []*kgo.Record {
+	if !c.cfg.AcrossPartitions || len(parts) < 2 {
+		return c.applyPartitions(ctx, parts)
+	}
+	var all []*kgo.Record
+	for _, p := range parts {
+		all = append(all, p...)
+	}
+	if len(all) > c.cfg.BatchSize {
+		return c.applyPartitions(ctx, parts)
+	}
+	if err := c.applyBatch(ctx, all); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		c.log.Debug("poll failed as one batch; applying its partitions apart", "err", err)
+		return c.applyPartitions(ctx, parts)
+	}
+	last := make([]*kgo.Record, len(parts))
+	for i, p := range parts {
+		last[i] = p[len(p)-1]
+	}
+	return last
 }
 
 // applyPartitions applies each partition's records and returns, for each,
@@ -367,12 +403,13 @@ func (c *Consumer) applyBatch(ctx context.Context, recs []*kgo.Record) error {
 		envs[i], ids[i] = env, env.EventID
 	}
 	var applied, dups int64
+	var ds []Delivery
 	err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
 		fresh, err := c.claim(ctx, tx, ids)
 		if err != nil {
 			return err
 		}
-		ds := make([]Delivery, 0, len(recs))
+		ds = make([]Delivery, 0, len(recs))
 		for i, rec := range recs {
 			if fresh != nil && !fresh[ids[i]] {
 				continue // applied before, or twice in this batch
@@ -402,7 +439,7 @@ func (c *Consumer) applyBatch(ctx context.Context, recs []*kgo.Record) error {
 		c.applied.Add(applied)
 		c.duplicates.Add(dups)
 		if applied > 0 && c.cfg.AfterCommit != nil {
-			c.cfg.AfterCommit()
+			c.cfg.AfterCommit(ds)
 		}
 	}
 	return err

@@ -30,7 +30,7 @@ type Config = platform.Config
 // LoadConfig reads the configuration from getenv (os.Getenv in main).
 func LoadConfig(getenv func(string) string) (Config, error) {
 	return platform.Load(getenv, platform.Defaults{
-		DatabaseURL: "postgres://postgres@127.0.0.1:5432/customers", HTTPAddr: ":8081", ConsumerGroup: "customer-service",
+		DatabaseURL: "postgres://postgres@127.0.0.1:5432/customers?sslmode=disable", HTTPAddr: ":8081", ConsumerGroup: "customer-service",
 	})
 }
 

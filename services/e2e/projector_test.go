@@ -51,8 +51,9 @@ func (s *system) workload(r *rand.Rand, custs []uuid.UUID, n int) []uuid.UUID {
 	var placed []uuid.UUID
 	var wg sync.WaitGroup
 	for w := range 4 {
+		seed := r.Uint64() // drawn here: r is not safe for the workers to share
 		wg.Go(func() {
-			r := rand.New(rand.NewPCG(uint64(w), r.Uint64()))
+			r := rand.New(rand.NewPCG(uint64(w), seed))
 			for range n / 4 {
 				c := custs[r.IntN(len(custs))]
 				if r.IntN(20) == 0 {

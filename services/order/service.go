@@ -41,7 +41,7 @@ type Config = platform.Config
 // LoadConfig reads the configuration from getenv (os.Getenv in main).
 func LoadConfig(getenv func(string) string) (Config, error) {
 	return platform.Load(getenv, platform.Defaults{
-		DatabaseURL: "postgres://postgres@127.0.0.1:5432/orders", HTTPAddr: ":8080", ConsumerGroup: "order-service",
+		DatabaseURL: "postgres://postgres@127.0.0.1:5432/orders?sslmode=disable", HTTPAddr: ":8080", ConsumerGroup: "order-service",
 	})
 }
 

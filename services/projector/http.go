@@ -86,24 +86,32 @@ func (s *Service) getOrder(c echo.Context) error {
 }
 
 // awaitOrder reads the order, and while it is missing or below version min
-// waits for the projection's next commit (or, for commits of another
-// instance, a short poll) until MinVersionWait has passed.
+// waits until MinVersionWait has passed. It reads the database when this
+// instance has projected the version, and every 50ms besides, for what
+// another instance projected.
 func (s *Service) awaitOrder(ctx context.Context, id uuid.UUID, min int64) (OrderRow, error) {
 	deadline := time.NewTimer(MinVersionWait)
 	defer deadline.Stop()
-	for {
-		next := s.changed.wait() // before reading, so that no commit is missed
-		row, err := generation(s.gen.Load()).order(ctx, s.pool, id)
-		if (err == nil && row.Version >= min) || (err != nil && !errors.Is(err, ErrNotFound)) || min == 0 {
-			return row, err
+	poll := time.NewTicker(250 * time.Millisecond)
+	defer poll.Stop()
+	for read := true; ; {
+		known, next := s.recent.watch(id) // before reading, so that no commit is missed
+		defer s.recent.unwatch(id, next)
+		if read || known >= min {
+			row, err := generation(s.gen.Load()).order(ctx, s.pool, id)
+			if (err == nil && row.Version >= min) || (err != nil && !errors.Is(err, ErrNotFound)) || min == 0 {
+				return row, err
+			}
 		}
+		read = false
 		select {
 		case <-next:
-		case <-time.After(50 * time.Millisecond):
+		case <-poll.C:
+			read = true
 		case <-deadline.C:
-			return row, err
+			return generation(s.gen.Load()).order(ctx, s.pool, id)
 		case <-ctx.Done():
-			return row, ctx.Err()
+			return OrderRow{}, ctx.Err()
 		}
 	}
 }

@@ -19,8 +19,11 @@ type RebuildOptions struct {
 	// generation is made current; 0 waits for no lag at all, which with
 	// writes going on may be a while. Default 100.
 	CaughtUp int64
-	// Progress receives a line a second; nil for none.
+	// Progress receives a line at each check; nil for none.
 	Progress io.Writer
+	// CheckEvery is how often the lag is measured (and progress shown); a
+	// second if zero.
+	CheckEvery time.Duration
 }
 
 // RebuildResult says what a rebuild did.
@@ -43,6 +46,9 @@ func Rebuild(ctx context.Context, cfg Config, log *slog.Logger, opts RebuildOpti
 	}
 	if opts.CaughtUp < 0 {
 		opts.CaughtUp = 0
+	}
+	if opts.CheckEvery <= 0 {
+		opts.CheckEvery = time.Second
 	}
 	reg := events.NewRegistry()
 	if err := registry(reg); err != nil {
@@ -70,7 +76,7 @@ func Rebuild(ctx context.Context, cfg Config, log *slog.Logger, opts RebuildOpti
 	go func() { done <- cons.Run(runCtx) }()
 
 	group := groupOf(cfg.ConsumerGroup, g)
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(opts.CheckEvery)
 	defer tick.Stop()
 	var last int64
 	for caughtUp := false; !caughtUp; {
@@ -92,7 +98,8 @@ func Rebuild(ctx context.Context, cfg Config, log *slog.Logger, opts RebuildOpti
 		}
 		applied := cons.Stats().Applied
 		if opts.Progress != nil {
-			fmt.Fprintf(opts.Progress, "generation %d: %d events projected (%d/s), %d behind\n", g, applied, applied-last, lag.Total())
+			rate := float64(applied-last) / opts.CheckEvery.Seconds()
+			fmt.Fprintf(opts.Progress, "generation %d: %d events projected (%.0f/s), %d behind\n", g, applied, rate, lag.Total())
 		}
 		last = applied
 		caughtUp = lag.Total() <= opts.CaughtUp

@@ -49,7 +49,7 @@ type Config = platform.Config
 // LoadConfig reads the configuration from getenv (os.Getenv in main).
 func LoadConfig(getenv func(string) string) (Config, error) {
 	return platform.Load(getenv, platform.Defaults{
-		DatabaseURL: "postgres://postgres@127.0.0.1:5432/readmodel", HTTPAddr: ":8082", ConsumerGroup: "projector",
+		DatabaseURL: "postgres://postgres@127.0.0.1:5432/readmodel?sslmode=disable", HTTPAddr: ":8082", ConsumerGroup: "projector",
 	})
 }
 
@@ -58,14 +58,17 @@ type Service struct {
 	cfg      Config
 	log      *slog.Logger
 	registry *events.Registry
-	pool     *pgxpool.Pool
-	store    store
-	http     *echo.Echo
+	// pool serves queries; projPool is the projection's own, so that a
+	// crowd of queries can never make the projection wait for a connection
+	// (and so fall further behind, and draw more waiting queries).
+	pool, projPool *pgxpool.Pool
+	store          store
+	http           *echo.Echo
 	// gen is the generation queries read and the consumer writes.
 	gen      atomic.Int64
 	consumer atomic.Pointer[outbox.Consumer]
-	// changed is signalled after each projected batch commits.
-	changed broadcast
+	// recent knows which order versions this instance has projected lately.
+	recent recent
 }
 
 // New connects to the database (creating and migrating it if need be); Serve
@@ -79,10 +82,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	if s.pool, err = platform.OpenDB(ctx, cfg.DatabaseURL, Migration()); err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
-	s.store = store{pool: s.pool}
+	projCfg := s.pool.Config()
+	projCfg.MaxConns = 10 // the consumer applies up to 8 partitions at once
+	if s.projPool, err = pgxpool.NewWithConfig(ctx, projCfg); err != nil {
+		s.pool.Close()
+		return nil, err
+	}
+	s.store = store{pool: s.projPool}
 	g, err := s.store.current(ctx)
 	if err != nil {
 		s.pool.Close()
+		s.projPool.Close()
 		return nil, err
 	}
 	s.gen.Store(int64(g))
@@ -99,6 +109,7 @@ func registry(r *events.Registry) error {
 // database.
 func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 	defer s.pool.Close()
+	defer s.projPool.Close()
 	s.log.Info("projector running", "addr", ln.Addr().String(), "config", s.cfg, "generation", s.gen.Load())
 	return platform.Run(ctx, s.log, ln, platform.Parts{HTTP: s.http, Worker: s.project}, s.cfg.ShutdownTimeout)
 }
@@ -110,7 +121,7 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Service) project(ctx context.Context) error {
 	for {
 		g := generation(s.gen.Load())
-		c, err := newProjection(s.cfg, s.log, s.pool, s.registry, g, s.changed.signal, projectionTuning{})
+		c, err := newProjection(s.cfg, s.log, s.projPool, s.registry, g, s.recent.record, projectionTuning{})
 		if err != nil {
 			return err
 		}
@@ -171,14 +182,14 @@ type projectionTuning struct {
 
 // newProjection returns the consumer that projects both topics into
 // generation g's tables, as the group of that generation.
-func newProjection(cfg Config, log *slog.Logger, pool *pgxpool.Pool, reg *events.Registry, g generation, committed func(), t projectionTuning) (*outbox.Consumer, error) {
+func newProjection(cfg Config, log *slog.Logger, pool *pgxpool.Pool, reg *events.Registry, g generation, committed func([]outbox.Delivery), t projectionTuning) (*outbox.Consumer, error) {
 	p := projection{registry: reg, gen: g}
 	return outbox.NewConsumer(outbox.ConsumerConfig{
 		Pool: pool, Brokers: cfg.KafkaBrokers, Group: groupOf(cfg.ConsumerGroup, g),
 		Topics:       []string{cfg.OrdersTopic, cfg.CustomersTopic},
-		BatchHandler: p.apply, NoInbox: true,
-		BatchSize:    max(t.batchSize, 1000), MaxPollRecords: max(t.pollRecords, 10000),
-		Logger:       log.With("generation", int(g)),
+		BatchHandler: p.apply, NoInbox: true, AcrossPartitions: true,
+		BatchSize: max(t.batchSize, 1000), MaxPollRecords: max(t.pollRecords, 10000),
+		Logger: log.With("generation", int(g)),
 		// Two partitions that update the same customer's counts wait for
 		// each other; should Postgres still see a deadlock, it is retried.
 		AfterCommit: committed,
@@ -251,27 +262,65 @@ func idsOf(evs []Event) [][16]byte {
 	return out
 }
 
-// broadcast wakes everyone waiting, each time it is signalled.
-type broadcast struct {
-	mu sync.Mutex
-	ch chan struct{}
+// recent remembers, for a few seconds, the highest version of each order
+// that this instance has committed to the read model, and wakes the queries
+// waiting for those orders. A waiting query checks it rather than the
+// database, which it reads once its version is there; and a commit wakes
+// only the queries of the orders it touched, so a crowd of waiting queries
+// costs neither database work nor wake-ups per commit.
+type recent struct {
+	mu        sync.Mutex
+	cur, prev map[uuid.UUID]int64
+	rotated   time.Time
+	waiters   map[uuid.UUID][]chan struct{}
 }
 
-// wait returns a channel that is closed at the next signal.
-func (b *broadcast) wait() <-chan struct{} {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.ch == nil {
-		b.ch = make(chan struct{})
+// record notes committed deliveries. A delivery committed at version v means
+// the row is at v or later: it was applied, or skipped as older than the row.
+func (r *recent) record(ds []outbox.Delivery) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now := time.Now(); r.cur == nil || now.Sub(r.rotated) > MinVersionWait {
+		r.prev, r.cur, r.rotated = r.cur, make(map[uuid.UUID]int64), now
 	}
-	return b.ch
+	for _, d := range ds {
+		id, v := d.Envelope.AggregateID, d.Envelope.AggregateVersion
+		if d.Envelope.AggregateType != orders.AggregateType || v <= r.cur[id] {
+			continue
+		}
+		r.cur[id] = v
+		for _, ch := range r.waiters[id] {
+			close(ch)
+		}
+		delete(r.waiters, id)
+	}
 }
 
-func (b *broadcast) signal() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.ch != nil {
-		close(b.ch)
-		b.ch = nil
+// watch returns the highest version of order id recorded lately, and a
+// channel closed when a newer one is recorded. Call unwatch when done.
+func (r *recent) watch(id uuid.UUID) (int64, chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.waiters == nil {
+		r.waiters = make(map[uuid.UUID][]chan struct{})
+	}
+	ch := make(chan struct{})
+	r.waiters[id] = append(r.waiters[id], ch)
+	return max(r.cur[id], r.prev[id]), ch
+}
+
+// unwatch forgets ch, if it is still waiting.
+func (r *recent) unwatch(id uuid.UUID, ch chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ws := r.waiters[id]
+	for i, w := range ws {
+		if w == ch {
+			r.waiters[id] = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(r.waiters[id]) == 0 {
+		delete(r.waiters, id)
 	}
 }
