@@ -2,16 +2,18 @@
 
 GO      ?= go
 DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
+# The projector's database as make run sets it up (devstack: "readmodel").
+READMODEL_URL ?= postgres://postgres@127.0.0.1:5432/readmodel?sslmode=disable
 
-.PHONY: run build test bench lint devbroker
+.PHONY: run build test bench lint devbroker rebuild
 
-## run: the dev Kafka broker (127.0.0.1:9092) and the services (order :8080, customer :8081), Ctrl-C stops all
+## run: the dev Kafka broker (127.0.0.1:9092) and the services (order :8080, customer :8081, projector :8082); Ctrl-C stops all
 run: build
 	DATABASE_URL=$(DATABASE_URL) exec bin/devstack -bin bin -data .devbroker
 
 ## build: the commands into bin/
 build:
-	$(GO) build -o bin/ ./cmd/devbroker ./cmd/devstack ./services/order/cmd/order ./services/customer/cmd/customer
+	$(GO) build -o bin/ ./cmd/devbroker ./cmd/devstack ./services/order/cmd/order ./services/customer/cmd/customer ./services/projector/cmd/projector
 
 ## devbroker: the dev Kafka broker alone
 devbroker: build
@@ -21,9 +23,14 @@ devbroker: build
 test:
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-## bench: append vs pgbench, relay throughput, commit-to-consumer latency
+## bench: append vs pgbench, relay throughput and latency; projector rebuild throughput and lag
 bench:
 	DATABASE_URL=$(DATABASE_URL) $(GO) run ./cmd/esbench
+	DATABASE_URL=$(DATABASE_URL) $(GO) run ./cmd/projbench
+
+## rebuild: rebuild the read models of make run's stack beside the running projector
+rebuild: build
+	DATABASE_URL='$(READMODEL_URL)' KAFKA_BROKERS=127.0.0.1:9092 bin/projector rebuild
 
 ## lint: formatting and vet
 lint:

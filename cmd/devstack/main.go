@@ -48,7 +48,7 @@ type service struct {
 }
 
 func run(log *slog.Logger) error {
-	bin := flag.String("bin", "bin", "directory holding the devbroker, order and customer binaries")
+	bin := flag.String("bin", "bin", "directory holding the devbroker, order, customer and projector binaries")
 	data := flag.String("data", ".devbroker", "the broker's data directory")
 	kafkaPort := flag.Int("kafka-port", 9092, "port of the dev broker on 127.0.0.1")
 	flag.Parse()
@@ -67,6 +67,8 @@ func run(log *slog.Logger) error {
 			env: []string{"DATABASE_URL=" + pgdb.WithDatabase(server, "customers")}},
 		{name: "order", addr: "127.0.0.1:8080", ready: "http://127.0.0.1:8080/readyz",
 			env: []string{"DATABASE_URL=" + pgdb.WithDatabase(server, "orders")}},
+		{name: "projector", addr: "127.0.0.1:8082", ready: "http://127.0.0.1:8082/readyz",
+			env: []string{"DATABASE_URL=" + pgdb.WithDatabase(server, "readmodel")}},
 	}
 	for _, s := range append([]*service{broker}, svcs...) {
 		if c, err := net.DialTimeout("tcp", s.addr, 200*time.Millisecond); err == nil {
@@ -95,9 +97,9 @@ func run(log *slog.Logger) error {
 		}
 	}
 	fmt.Printf("\nThe stack is running (Ctrl-C stops it):\n")
-	fmt.Printf("  kafka     %s  (data in %s)\n", brokers, *data)
+	fmt.Printf("  kafka      %s  (data in %s)\n", brokers, *data)
 	for _, s := range svcs {
-		fmt.Printf("  %-9s http://%s\n", s.name, s.addr)
+		fmt.Printf("  %-10s http://%s\n", s.name, s.addr)
 	}
 	fmt.Println()
 
@@ -135,7 +137,7 @@ func prefix(name string, r io.Reader) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		fmt.Printf("%-9s| %s\n", name, sc.Text())
+		fmt.Printf("%-10s| %s\n", name, sc.Text())
 	}
 }
 

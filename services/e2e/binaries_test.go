@@ -17,13 +17,13 @@ import (
 )
 
 // The commands as deployed: configured only by the environment, they run a
-// saga, and on SIGTERM drain and exit 0.
+// saga that the projector shows, and on SIGTERM drain and exit 0.
 func TestBinariesRunASagaAndStopOnSIGTERM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the service binaries")
 	}
 	dir := t.TempDir()
-	for _, cmd := range []string{"order", "customer"} {
+	for _, cmd := range []string{"order", "customer", "projector"} {
 		build := exec.Command("go", "build", "-o", filepath.Join(dir, cmd), "./../"+cmd+"/cmd/"+cmd)
 		if out, err := build.CombinedOutput(); err != nil {
 			t.Fatalf("build %s: %v\n%s", cmd, err, out)
@@ -54,6 +54,7 @@ func TestBinariesRunASagaAndStopOnSIGTERM(t *testing.T) {
 	}
 	customerCmd, customerURL, customerLogs := start("customer", testenv.Database(t))
 	orderCmd, orderURL, orderLogs := start("order", testenv.Database(t))
+	projectorCmd, projectorURL, projectorLogs := start("projector", testenv.Database(t))
 
 	s := &system{t: t}
 	s.customer = &running[*customer.Service]{url: customerURL}
@@ -61,11 +62,18 @@ func TestBinariesRunASagaAndStopOnSIGTERM(t *testing.T) {
 	c := s.register("Binary", "20.00")
 	o := s.place(c, 2, "5.00")
 	s.awaitStatus(o, "APPROVED")
+	var read struct {
+		Status string `json:"status"`
+	}
+	mustCall(t, 200, &read, "GET", projectorURL+"/orders/"+o.String()+"?min_version=2", "")
+	if read.Status != "APPROVED" {
+		t.Errorf("the read model says %s", read.Status)
+	}
 
 	for _, p := range []struct {
 		cmd  *exec.Cmd
 		logs *bytes.Buffer
-	}{{orderCmd, orderLogs}, {customerCmd, customerLogs}} {
+	}{{orderCmd, orderLogs}, {customerCmd, customerLogs}, {projectorCmd, projectorLogs}} {
 		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
