@@ -5,15 +5,23 @@ DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
 # The projector's database as make run sets it up (devstack: "readmodel").
 READMODEL_URL ?= postgres://postgres@127.0.0.1:5432/readmodel?sslmode=disable
 
-.PHONY: run build test bench lint devbroker rebuild
+.PHONY: run build test bench lint devbroker rebuild demo watch
 
 ## run: the dev Kafka broker (127.0.0.1:9092) and the services (order :8080, customer :8081, projector :8082); Ctrl-C stops all
 run: build
 	DATABASE_URL=$(DATABASE_URL) exec bin/devstack -bin bin -data .devbroker
 
+## demo: against a running stack (make run), sagas that end in each way, step by step
+demo: build
+	bin/demo
+
+## watch: the events on the topics as they come, decoded and grouped by saga
+watch: build
+	bin/sagawatch
+
 ## build: the commands into bin/
 build:
-	$(GO) build -o bin/ ./cmd/devbroker ./cmd/devstack ./services/order/cmd/order ./services/customer/cmd/customer ./services/projector/cmd/projector
+	$(GO) build -o bin/ ./cmd/... ./services/order/cmd/order ./services/customer/cmd/customer ./services/projector/cmd/projector
 
 ## devbroker: the dev Kafka broker alone
 devbroker: build
