@@ -51,6 +51,7 @@ func run(log *slog.Logger) error {
 	bin := flag.String("bin", "bin", "directory holding the devbroker, order, customer and projector binaries")
 	data := flag.String("data", ".devbroker", "the broker's data directory")
 	kafkaPort := flag.Int("kafka-port", 9092, "port of the dev broker on 127.0.0.1")
+	dbPrefix := flag.String("db-prefix", "", "prefix of the services' database names (orders, customers, readmodel)")
 	flag.Parse()
 	server := os.Getenv("DATABASE_URL")
 	if server == "" {
@@ -64,11 +65,11 @@ func run(log *slog.Logger) error {
 	broker := &service{name: "devbroker", addr: brokers}
 	svcs := []*service{
 		{name: "customer", addr: "127.0.0.1:8081", ready: "http://127.0.0.1:8081/readyz",
-			env: []string{"DATABASE_URL=" + pgdb.WithDatabase(server, "customers")}},
+			env: []string{"DATABASE_URL=" + pgdb.WithDatabase(server, *dbPrefix+"customers"), "PPROF_ADDR=127.0.0.1:6061"}},
 		{name: "order", addr: "127.0.0.1:8080", ready: "http://127.0.0.1:8080/readyz",
-			env: []string{"DATABASE_URL=" + pgdb.WithDatabase(server, "orders")}},
+			env: []string{"DATABASE_URL=" + pgdb.WithDatabase(server, *dbPrefix+"orders"), "PPROF_ADDR=127.0.0.1:6060"}},
 		{name: "projector", addr: "127.0.0.1:8082", ready: "http://127.0.0.1:8082/readyz",
-			env: []string{"DATABASE_URL=" + pgdb.WithDatabase(server, "readmodel")}},
+			env: []string{"DATABASE_URL=" + pgdb.WithDatabase(server, *dbPrefix+"readmodel"), "PPROF_ADDR=127.0.0.1:6062"}},
 	}
 	for _, s := range append([]*service{broker}, svcs...) {
 		if c, err := net.DialTimeout("tcp", s.addr, 200*time.Millisecond); err == nil {

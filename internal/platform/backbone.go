@@ -23,11 +23,12 @@ type BackboneConfig struct {
 	// Migrations of the service's own tables, after the event store's and
 	// the outbox's.
 	Migrations []pgmigrate.Migration
-	// Topic is consumed by Config.ConsumerGroup with Handler (the service's
-	// part of the saga).
-	Topic   string
-	Handler outbox.Handler
-	Logger  *slog.Logger
+	// Topic is consumed by Config.ConsumerGroup with Handler or
+	// BatchHandler (the service's part of the saga).
+	Topic        string
+	Handler      outbox.Handler
+	BatchHandler outbox.BatchHandler
+	Logger       *slog.Logger
 }
 
 // Backbone is what every write service stands on: its database, an event
@@ -71,7 +72,10 @@ func (b *Backbone) build(cfg BackboneConfig) error {
 	}
 	b.Consumer, err = outbox.NewConsumer(outbox.ConsumerConfig{
 		Pool: b.Pool, Brokers: cfg.KafkaBrokers, Group: cfg.ConsumerGroup, Topics: []string{cfg.Topic},
-		Handler: cfg.Handler, Logger: cfg.Logger,
+		Handler: cfg.Handler, BatchHandler: cfg.BatchHandler, Logger: cfg.Logger,
+		// A poll is applied in one transaction: the partitions of one
+		// instance never race each other for the same aggregates.
+		AcrossPartitions: true,
 		// A lost optimistic race is retried, never dead-lettered: a dead
 		// letter would leave its saga unfinished.
 		Transient:   func(err error) bool { return errors.Is(err, eventstore.ErrConflict) },
@@ -85,6 +89,9 @@ func (b *Backbone) build(cfg BackboneConfig) error {
 func (b *Backbone) Serve(ctx context.Context, ln net.Listener, api http.Handler) error {
 	defer b.Pool.Close()
 	b.log.Info("running", "addr", ln.Addr().String(), "config", b.drain)
+	if b.drain.PprofAddr != "" {
+		ServePprof(ctx, b.log, b.drain.PprofAddr)
+	}
 	return Run(ctx, b.log, ln, Parts{HTTP: api, Relay: b.Relay, Notifier: b.Notifier, Consumer: b.Consumer}, b.drain.ShutdownTimeout)
 }
 

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,6 +54,9 @@ type Config struct {
 	// SnapshotEvery is how often an aggregate's state is snapshotted
 	// (SNAPSHOT_EVERY).
 	SnapshotEvery int
+	// PprofAddr, if set, serves Go's profiles (net/http/pprof) there
+	// (PPROF_ADDR); keep it on loopback.
+	PprofAddr string
 }
 
 // Defaults are a service's own defaults for Load.
@@ -75,6 +79,7 @@ func Load(getenv func(string) string, d Defaults) (Config, error) {
 		OrdersTopic:    get("ORDERS_TOPIC", OrdersTopic),
 		CustomersTopic: get("CUSTOMERS_TOPIC", CustomersTopic),
 		ConsumerGroup:  get("CONSUMER_GROUP", d.ConsumerGroup),
+		PprofAddr:      get("PPROF_ADDR", ""),
 	}
 	for _, b := range strings.Split(get("KAFKA_BROKERS", "127.0.0.1:9092"), ",") {
 		if b = strings.TrimSpace(b); b != "" {
@@ -163,6 +168,21 @@ type Parts struct {
 	// runs in the consumer's place: after the API stops, it is told to stop
 	// and waited for.
 	Worker func(ctx context.Context) error
+}
+
+// ServePprof serves Go's profiles on addr until ctx is done.
+func ServePprof(ctx context.Context, log *slog.Logger, addr string) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Warn("pprof server failed", "err", err)
+		}
+	}()
+	context.AfterFunc(ctx, func() { srv.Close() })
 }
 
 // Run runs parts until ctx is done or one of them fails, then shuts down in

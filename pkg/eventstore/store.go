@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/google/uuid"
@@ -129,9 +130,9 @@ type Meta struct {
 const insertEvents = `
 INSERT INTO events (aggregate_id, version, aggregate_type, event_id, event_type,
                     schema_version, occurred_at, correlation_id, causation_id, data)
-SELECT $1, v.version, $2, v.event_id, v.event_type, v.schema_version, $3, $4, v.causation_id, v.data
-FROM unnest($5::bigint[], $6::uuid[], $7::text[], $8::int[], $9::uuid[], $10::jsonb[])
-     AS v(version, event_id, event_type, schema_version, causation_id, data)
+SELECT $1, v.version, $2, v.event_id, v.event_type, v.schema_version, $3, v.correlation_id, v.causation_id, v.data
+FROM unnest($4::bigint[], $5::uuid[], $6::text[], $7::int[], $8::uuid[], $9::uuid[], $10::jsonb[])
+     AS v(version, event_id, event_type, schema_version, correlation_id, causation_id, data)
 WHERE (SELECT eventstore_expect_version($1, $11))`
 
 const upsertSnapshot = `
@@ -149,8 +150,9 @@ type snapshot struct {
 }
 
 // stage queues into u the insert of envs (versions expected+1...), their
-// outbox rows and an optional snapshot.
-func (s *Store) stage(u *UnitOfWork, topic string, expected int64, envs []events.Envelope, snap *snapshot, traceParent string) error {
+// outbox rows and an optional snapshot; traceParents[i], if not empty, is
+// carried on envs[i]'s record.
+func (s *Store) stage(u *UnitOfWork, topic string, expected int64, envs []events.Envelope, snap *snapshot, traceParents []string) error {
 	first := envs[0]
 	n := len(envs)
 	versions := make([]int64, n)
@@ -159,11 +161,12 @@ func (s *Store) stage(u *UnitOfWork, topic string, expected int64, envs []events
 	ids := make([][16]byte, n)
 	types := make([]string, n)
 	schemas := make([]int32, n)
+	corrs := make([][16]byte, n)
 	causes := make([][16]byte, n)
 	datas := make([]json.RawMessage, n)
 	msgs := make([]outbox.Message, n)
 	for i, e := range envs {
-		versions[i], ids[i], types[i], schemas[i], causes[i], datas[i] = e.AggregateVersion, e.EventID, e.EventType, int32(e.SchemaVersion), e.CausationID, e.Data
+		versions[i], ids[i], types[i], schemas[i], corrs[i], causes[i], datas[i] = e.AggregateVersion, e.EventID, e.EventType, int32(e.SchemaVersion), e.CorrelationID, e.CausationID, e.Data
 		value, err := json.Marshal(e)
 		if err != nil {
 			return fmt.Errorf("encode envelope: %w", err)
@@ -172,8 +175,8 @@ func (s *Store) stage(u *UnitOfWork, topic string, expected int64, envs []events
 			{Key: events.HeaderEventType, Value: []byte(e.EventType)},
 			{Key: events.HeaderEventID, Value: []byte(e.EventID.String())},
 		}
-		if traceParent != "" {
-			headers = append(headers, outbox.Header{Key: events.HeaderTraceParent, Value: []byte(traceParent)})
+		if traceParents[i] != "" {
+			headers = append(headers, outbox.Header{Key: events.HeaderTraceParent, Value: []byte(traceParents[i])})
 		}
 		msgs[i] = outbox.Message{Topic: topic, Key: e.AggregateID.String(), Value: value, Headers: headers}
 	}
@@ -205,8 +208,8 @@ func (s *Store) stage(u *UnitOfWork, topic string, expected int64, envs []events
 			return fmt.Errorf("append to %s: %d of %d events inserted", first.AggregateID, tag.RowsAffected(), n)
 		}
 		return nil
-	}, insertEvents, [16]byte(first.AggregateID), first.AggregateType, first.OccurredAt, [16]byte(first.CorrelationID),
-		versions, ids, types, schemas, causes, datas, expected)
+	}, insertEvents, [16]byte(first.AggregateID), first.AggregateType, first.OccurredAt,
+		versions, ids, types, schemas, corrs, causes, datas, expected)
 
 	for _, row := range rows {
 		u.queue(func(_ pgconn.CommandTag, err error) error {
@@ -257,6 +260,44 @@ func (s *Store) load(ctx context.Context, q Querier, aggType string, id uuid.UUI
 	if err != nil {
 		return nil, fmt.Errorf("load %s %s: %w", aggType, id, err)
 	}
+	return scanStream(rows, aggType, id)
+}
+
+const selectTail = `
+SELECT false, version, event_id, event_type, schema_version, occurred_at, correlation_id, causation_id, data
+FROM events
+WHERE aggregate_id = $1 AND aggregate_type = $2 AND version > $3
+ORDER BY version`
+
+// loadStreams reads, in one round trip, the streams of ids: each whole
+// (from a snapshot of the given schema) if after[i] is 0, else only its
+// events past version after[i].
+func (s *Store) loadStreams(ctx context.Context, q batchSender, aggType string, ids []uuid.UUID, after []int64, schema string) ([][]streamRow, error) {
+	var b pgx.Batch
+	for i, id := range ids {
+		if after[i] > 0 {
+			b.Queue(selectTail, [16]byte(id), aggType, after[i])
+		} else {
+			b.Queue(selectStream, [16]byte(id), aggType, schema, int64(math.MaxInt64))
+		}
+	}
+	res := q.SendBatch(ctx, &b)
+	defer res.Close()
+	out := make([][]streamRow, len(ids))
+	for i, id := range ids {
+		rows, err := res.Query()
+		if err != nil {
+			return nil, fmt.Errorf("load %s %s: %w", aggType, id, err)
+		}
+		if out[i], err = scanStream(rows, aggType, id); err != nil {
+			return nil, err
+		}
+	}
+	return out, res.Close()
+}
+
+// scanStream reads the rows of selectStream.
+func scanStream(rows pgx.Rows, aggType string, id uuid.UUID) ([]streamRow, error) {
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (streamRow, error) {
 		var (
 			r             streamRow

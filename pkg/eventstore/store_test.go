@@ -529,3 +529,95 @@ func TestLoadAsOfTime(t *testing.T) {
 		t.Errorf("occurred_at went backwards: %v", agg.UpdatedAt)
 	}
 }
+
+// decideAdd is a decision that adds one more than the sum so far, so that
+// each decision shows which state it was made on.
+func decideAdd(id uuid.UUID, corr uuid.UUID) eventstore.Decision[tally] {
+	return eventstore.Decision[tally]{
+		ID: id, Meta: eventstore.Meta{CorrelationID: corr},
+		Decide: func(s tally, _ int64) ([]events.Event, error) { return []events.Event{Added{Amount: s.Sum + 1}}, nil },
+	}
+}
+
+func (f fixture) decide(t *testing.T, cache *eventstore.Cache[tally], commit bool, ds ...eventstore.Decision[tally]) error {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := f.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if err := f.repo.DecideAll(ctx, tx, ds, cache); err != nil {
+		return err
+	}
+	if commit {
+		return tx.Commit(ctx)
+	}
+	return nil
+}
+
+// Decisions are made in order, each on the state the ones before it left,
+// for aggregates that exist and that do not; each event keeps the metadata
+// of its own decision.
+func TestDecideAllInOrder(t *testing.T) {
+	f := setup(t, eventstore.Config{})
+	ctx := context.Background()
+	a, b := uuid.New(), uuid.New()
+	f.add(t, a, 10)
+	c1, c2, c3 := uuid.New(), uuid.New(), uuid.New()
+	if err := f.decide(t, nil, true, decideAdd(a, c1), decideAdd(b, c2), decideAdd(a, c3)); err != nil {
+		t.Fatal(err)
+	}
+	aggA, _ := f.repo.Load(ctx, f.pool, a)
+	aggB, _ := f.repo.Load(ctx, f.pool, b)
+	// a: 10, then +11 (sum 21), then +22 (sum 43); b: +1.
+	if aggA.State.Sum != 43 || aggA.Version != 3 || aggB.State.Sum != 1 || aggB.Version != 1 {
+		t.Errorf("a %+v, b %+v", aggA, aggB)
+	}
+	envs, _ := f.repo.Events(ctx, f.pool, a)
+	if envs[1].CorrelationID != c1 || envs[2].CorrelationID != c3 {
+		t.Errorf("correlations %s, %s; want %s, %s", envs[1].CorrelationID, envs[2].CorrelationID, c1, c3)
+	}
+	many, err := f.repo.LoadMany(ctx, f.pool, []uuid.UUID{a, b, uuid.New()})
+	if err != nil || len(many) != 2 || many[a] != aggA || many[b] != aggB {
+		t.Errorf("LoadMany = %v, %v", many, err)
+	}
+}
+
+// A cached state is only a starting point: events another writer appended
+// are read and folded, and a cached state that never committed makes the
+// next decision fail with a conflict and is forgotten, so that the retry
+// decides on the store's state.
+func TestDecideAllCacheCannotMakeADecisionWrong(t *testing.T) {
+	f := setup(t, eventstore.Config{})
+	ctx := context.Background()
+	cache := eventstore.NewCache[tally](10)
+	a := uuid.New()
+	f.add(t, a, 1)
+	if err := f.decide(t, cache, true, decideAdd(a, uuid.Nil)); err != nil { // sum 1+2=3, cached at v2
+		t.Fatal(err)
+	}
+	f.add(t, a, 100) // another writer: sum 103, v3, not in the cache
+	if err := f.decide(t, cache, true, decideAdd(a, uuid.Nil)); err != nil {
+		t.Fatal(err)
+	}
+	if agg, _ := f.repo.Load(ctx, f.pool, a); agg.State.Sum != 103+104 || agg.Version != 4 {
+		t.Fatalf("after another writer: %+v", agg)
+	}
+
+	// Decided, then rolled back: the cache holds v5 that never was.
+	if err := f.decide(t, cache, false, decideAdd(a, uuid.Nil)); err != nil {
+		t.Fatal(err)
+	}
+	err := f.decide(t, cache, true, decideAdd(a, uuid.Nil))
+	if !errors.Is(err, eventstore.ErrConflict) {
+		t.Fatalf("deciding on a state that never committed: %v", err)
+	}
+	if err := f.decide(t, cache, true, decideAdd(a, uuid.Nil)); err != nil { // the retry
+		t.Fatal(err)
+	}
+	agg, _ := f.repo.Load(ctx, f.pool, a)
+	if want := 207 + 208; agg.State.Sum != want || agg.Version != 5 {
+		t.Errorf("after the retry: %+v, want sum %d at v5", agg, want)
+	}
+}

@@ -68,6 +68,12 @@ func (u *UnitOfWork) send(ctx context.Context, s batchSender) error {
 	return nil
 }
 
+// Send runs the unit's statements within tx, for a caller that has a
+// transaction already (a consumer's handler): they commit with tx. The
+// aggregates staged in it move to their new versions when the statements
+// succeed, before tx commits.
+func (u *UnitOfWork) Send(ctx context.Context, tx pgx.Tx) error { return u.send(ctx, tx) }
+
 // Commit sends the unit as one transaction and wakes the relay. On success
 // the aggregates staged in it move to their new versions; on failure they
 // are left as they were.

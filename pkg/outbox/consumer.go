@@ -305,38 +305,87 @@ func (c *Consumer) commit(ctx context.Context, done []*kgo.Record) {
 	}
 }
 
-// applyPoll applies a poll's records, in one transaction if the consumer
-// applies across partitions and they fit, else partition by partition. It
+// applyPoll applies a poll's records. Across partitions, they are applied
+// in transactions of up to BatchSize records in the order of the poll, so
+// each partition's records keep their order; a chunk that fails is applied
+// partition by partition (and so record by record where need be). It
 // returns, for each partition, the last record dealt with.
 func (c *Consumer) applyPoll(ctx context.Context, parts [][]*kgo.Record) []*kgo.Record {
 	if !c.cfg.AcrossPartitions || len(parts) < 2 {
 		return c.applyPartitions(ctx, parts)
 	}
+	type tp struct {
+		topic     string
+		partition int32
+	}
+	last := map[tp]*kgo.Record{}
 	var all []*kgo.Record
 	for _, p := range parts {
 		all = append(all, p...)
 	}
-	if len(all) > c.cfg.BatchSize {
-		return c.applyPartitions(ctx, parts)
-	}
-	if err := c.applyBatch(ctx, all); err != nil {
-		if ctx.Err() != nil {
-			return nil
+	for len(all) > 0 {
+		n := min(len(all), c.cfg.BatchSize)
+		chunk := all[:n]
+		all = all[n:]
+		if err := c.applyBatch(ctx, chunk); err == nil {
+			for _, r := range chunk {
+				last[tp{r.Topic, r.Partition}] = r
+			}
+			continue
+		} else if ctx.Err() == nil {
+			c.log.Debug("chunk failed as one batch; applying its partitions apart", "records", n, "err", err)
 		}
-		c.log.Debug("poll failed as one batch; applying its partitions apart", "err", err)
-		return c.applyPartitions(ctx, parts)
+		if ctx.Err() != nil {
+			break
+		}
+		var sub [][]*kgo.Record
+		at := map[tp]int{}
+		for _, r := range chunk {
+			k := tp{r.Topic, r.Partition}
+			i, ok := at[k]
+			if !ok {
+				i = len(sub)
+				at[k] = i
+				sub = append(sub, nil)
+			}
+			sub[i] = append(sub[i], r)
+		}
+		complete := true
+		for i, r := range c.applyEach(ctx, sub) {
+			if r != nil {
+				last[tp{r.Topic, r.Partition}] = r
+			}
+			if r != sub[i][len(sub[i])-1] {
+				complete = false
+			}
+		}
+		if !complete {
+			break // ctx ended part-way: later chunks must wait for the rest
+		}
 	}
-	last := make([]*kgo.Record, len(parts))
-	for i, p := range parts {
-		last[i] = p[len(p)-1]
+	out := make([]*kgo.Record, 0, len(last))
+	for _, r := range last {
+		out = append(out, r)
 	}
-	return last
+	return out
 }
 
 // applyPartitions applies each partition's records and returns, for each,
 // the last record that was fully dealt with (applied, skipped or
 // dead-lettered).
 func (c *Consumer) applyPartitions(ctx context.Context, parts [][]*kgo.Record) []*kgo.Record {
+	var out []*kgo.Record
+	for _, r := range c.applyEach(ctx, parts) {
+		if r != nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// applyEach applies each partition's records, in parallel, and returns for
+// parts[i] the last record dealt with, or nil for none.
+func (c *Consumer) applyEach(ctx context.Context, parts [][]*kgo.Record) []*kgo.Record {
 	done := make([]*kgo.Record, len(parts))
 	sem := make(chan struct{}, c.cfg.Concurrency)
 	var wg sync.WaitGroup
@@ -349,13 +398,7 @@ func (c *Consumer) applyPartitions(ctx context.Context, parts [][]*kgo.Record) [
 		}()
 	}
 	wg.Wait()
-	out := done[:0]
-	for _, r := range done {
-		if r != nil {
-			out = append(out, r)
-		}
-	}
-	return out
+	return done
 }
 
 func (c *Consumer) applyPartition(ctx context.Context, recs []*kgo.Record) (last *kgo.Record) {

@@ -2,9 +2,9 @@ package customer
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/eventsaga/eventsaga/pkg/events"
@@ -14,8 +14,8 @@ import (
 	"github.com/eventsaga/eventsaga/services/customer/domain"
 )
 
-// applyOrderEvent is the customer service's part of the saga. It runs in the
-// consumer's transaction, beside the inbox record of the event, so each
+// applyOrderEvents is the customer service's part of the saga. It runs in
+// the consumer's transaction, beside the inbox records of the events, so each
 // order event is decided on exactly once:
 //
 //   - OrderCreated: reserve the order's total from the customer's available
@@ -26,56 +26,55 @@ import (
 //     order always arrives after its creation: a reservation made for an
 //     order that the order service has already cancelled is released here.
 //
-// Other order events need nothing from this service.
-func (s *Service) applyOrderEvent(ctx context.Context, tx pgx.Tx, d outbox.Delivery) error {
-	switch d.Envelope.EventType {
-	case "OrderCreated", "OrderCancelled":
-	default:
-		return nil
-	}
-	e, err := s.registry.Decode(d.Envelope)
-	if err != nil {
-		return outbox.Permanent(err)
-	}
-	meta := eventstore.Meta{
-		CorrelationID: d.Envelope.CorrelationID, // the order: the saga's ID
-		CausationID:   d.Envelope.EventID,
-		TraceParent:   d.Header(events.HeaderTraceParent),
-	}
-	switch e := e.(type) {
-	case orders.OrderCreated:
-		agg, err := s.loadForSaga(ctx, tx, e)
+// Other order events need nothing from this service. A batch is decided in
+// order, each decision on the state the previous ones left, with every
+// customer loaded and every decision written in one round trip each (see
+// eventstore.DecideAll). Customers decide on many orders each, so their
+// states stay cached between batches.
+func (s *Service) applyOrderEvents(ctx context.Context, tx pgx.Tx, ds []outbox.Delivery) error {
+	var decisions []eventstore.Decision[domain.Customer]
+	for _, d := range ds {
+		if d.Envelope.EventType != "OrderCreated" && d.Envelope.EventType != "OrderCancelled" {
+			continue
+		}
+		e, err := s.registry.Decode(d.Envelope)
 		if err != nil {
-			return err
+			return outbox.Permanent(err)
 		}
-		decision, err := agg.State.ReserveCredit(e.OrderID, e.Total)
-		if err != nil {
-			return outbox.Permanent(err) // a negative total: no retry will mend it
+		var customerID uuid.UUID
+		switch e := e.(type) {
+		case orders.OrderCreated:
+			customerID = e.CustomerID
+		case orders.OrderCancelled:
+			customerID = e.CustomerID
 		}
-		_, err = s.repo.Append(ctx, tx, &agg, meta, decision...)
-		return err
-	case orders.OrderCancelled:
-		agg, err := s.repo.Load(ctx, tx, e.CustomerID)
-		if errors.Is(err, eventstore.ErrNotFound) {
-			return nil // nothing was ever held
-		}
-		if err != nil {
-			return err
-		}
-		_, err = s.repo.Append(ctx, tx, &agg, meta, agg.State.ReleaseCredit(e.OrderID)...)
-		return err
+		decisions = append(decisions, eventstore.Decision[domain.Customer]{
+			ID: customerID,
+			Meta: eventstore.Meta{
+				CorrelationID: d.Envelope.CorrelationID, // the order: the saga's ID
+				CausationID:   d.Envelope.EventID,
+				TraceParent:   d.Header(events.HeaderTraceParent),
+			},
+			Decide: func(c domain.Customer, _ int64) ([]events.Event, error) {
+				c.ID = customerID // a customer never registered has a stream of refusals only
+				evs, err := decide(c, e)
+				if err != nil {
+					return nil, outbox.Permanent(err) // a negative total: no retry will mend it
+				}
+				return evs, nil
+			},
+		})
 	}
-	return fmt.Errorf("unexpected %T", e)
+	return s.repo.DecideAll(ctx, tx, decisions, s.hot)
 }
 
-// loadForSaga loads the customer an order is for, or starts the stream of
-// an unknown customer, in which the refusal is recorded.
-func (s *Service) loadForSaga(ctx context.Context, tx pgx.Tx, e orders.OrderCreated) (eventstore.Aggregate[domain.Customer], error) {
-	agg, err := s.repo.Load(ctx, tx, e.CustomerID)
-	if errors.Is(err, eventstore.ErrNotFound) {
-		agg = s.repo.New(e.CustomerID)
-		agg.State.ID = e.CustomerID
-		return agg, nil
+// decide is the customer's decision on one order event.
+func decide(c domain.Customer, e events.Event) ([]events.Event, error) {
+	switch e := e.(type) {
+	case orders.OrderCreated:
+		return c.ReserveCredit(e.OrderID, e.Total)
+	case orders.OrderCancelled:
+		return c.ReleaseCredit(e.OrderID), nil
 	}
-	return agg, err
+	return nil, fmt.Errorf("unexpected %T", e)
 }

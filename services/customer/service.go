@@ -41,20 +41,22 @@ type Service struct {
 	registry *events.Registry
 	bb       *platform.Backbone
 	repo     *eventstore.Repository[domain.Customer]
-	http     *echo.Echo
+	// hot keeps the customers the saga decides on (see eventstore.Cache).
+	hot  *eventstore.Cache[domain.Customer]
+	http *echo.Echo
 }
 
 // New connects to the database (creating and migrating it if need be) and
 // prepares the service's parts; Serve runs them.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
-	s := &Service{cfg: cfg, log: log, registry: events.NewRegistry()}
+	s := &Service{cfg: cfg, log: log, registry: events.NewRegistry(), hot: eventstore.NewCache[domain.Customer](100_000)}
 	if err := errors.Join(customers.Register(s.registry), orders.Register(s.registry)); err != nil {
 		return nil, err
 	}
 	var err error
 	if s.bb, err = platform.NewBackbone(ctx, platform.BackboneConfig{
 		Config: cfg, Registry: s.registry,
-		Topic: cfg.OrdersTopic, Handler: s.applyOrderEvent, Logger: log,
+		Topic: cfg.OrdersTopic, BatchHandler: s.applyOrderEvents, Logger: log,
 	}); err != nil {
 		return nil, err
 	}

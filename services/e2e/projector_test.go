@@ -232,11 +232,20 @@ func TestRebuildWhileOrdersKeepComing(t *testing.T) {
 	var written atomic.Int64
 	go func() {
 		var ids []uuid.UUID
+		defer func() { more <- ids }()
 		for ctx.Err() == nil {
-			ids = append(ids, s.place(custs[len(ids)%len(custs)], 1, "1.00"))
+			body := `{"customer_id": "` + custs[len(ids)%len(custs)].String() + `", "items": [{"product_id": "p", "quantity": 1, "unit_price": "1.00"}]}`
+			var out struct {
+				OrderID uuid.UUID `json:"order_id"`
+			}
+			status, b := call(t, "POST", s.order.url+"/orders", body)
+			if status != 201 || json.Unmarshal(b, &out) != nil {
+				t.Errorf("writer: %d %s", status, b) // not Fatal: this is not the test's goroutine
+				return
+			}
+			ids = append(ids, out.OrderID)
 			written.Add(1)
 		}
-		more <- ids
 	}()
 
 	cfg := s.base(s.readDB, "projector")

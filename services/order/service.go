@@ -65,7 +65,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	var err error
 	if s.bb, err = platform.NewBackbone(ctx, platform.BackboneConfig{
 		Config: cfg, Registry: s.registry, Migrations: []pgmigrate.Migration{Migration()},
-		Topic: cfg.CustomersTopic, Handler: s.applyCreditDecision, Logger: log,
+		Topic: cfg.CustomersTopic, BatchHandler: s.applyCreditDecisions, Logger: log,
 	}); err != nil {
 		return nil, err
 	}

@@ -189,7 +189,7 @@ func (s *Service) getStatus(c echo.Context) error {
 	out := map[string]any{"generation": int(g), "consumer_group": group}
 	if cons := s.consumer.Load(); cons != nil {
 		out["projected"] = cons.Stats()
-		lag, err := outbox.GroupLag(c.Request().Context(), cons.Client(), group, s.cfg.OrdersTopic, s.cfg.CustomersTopic)
+		lag, err := outbox.GroupLag(c.Request().Context(), s.kafka, group, s.cfg.OrdersTopic, s.cfg.CustomersTopic)
 		if err != nil {
 			return httpapi.Unavailable("lag: " + err.Error())
 		}
@@ -203,11 +203,10 @@ func (s *Service) ready(ctx context.Context) error {
 	if err := s.pool.Ping(ctx); err != nil {
 		return fmt.Errorf("database: %w", err)
 	}
-	cons := s.consumer.Load()
-	if cons == nil {
+	if s.consumer.Load() == nil {
 		return errors.New("projection not started")
 	}
-	if err := cons.Client().Ping(ctx); err != nil {
+	if err := s.kafka.Ping(ctx); err != nil {
 		return fmt.Errorf("kafka: %w", err)
 	}
 	return nil

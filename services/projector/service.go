@@ -26,6 +26,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/eventsaga/eventsaga/internal/pgmigrate"
 	"github.com/eventsaga/eventsaga/internal/platform"
@@ -67,6 +68,9 @@ type Service struct {
 	// gen is the generation queries read and the consumer writes.
 	gen      atomic.Int64
 	consumer atomic.Pointer[outbox.Consumer]
+	// kafka is a client of the service's lifetime for status and
+	// readiness; a consumer's own is closed when a generation is replaced.
+	kafka *kgo.Client
 	// recent knows which order versions this instance has projected lately.
 	recent recent
 }
@@ -96,6 +100,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	s.gen.Store(int64(g))
+	if s.kafka, err = kgo.NewClient(kgo.SeedBrokers(cfg.KafkaBrokers...)); err != nil {
+		s.pool.Close()
+		s.projPool.Close()
+		return nil, err
+	}
 	s.http = s.routes()
 	return s, nil
 }
@@ -110,7 +119,11 @@ func registry(r *events.Registry) error {
 func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 	defer s.pool.Close()
 	defer s.projPool.Close()
+	defer s.kafka.Close()
 	s.log.Info("projector running", "addr", ln.Addr().String(), "config", s.cfg, "generation", s.gen.Load())
+	if s.cfg.PprofAddr != "" {
+		platform.ServePprof(ctx, s.log, s.cfg.PprofAddr)
+	}
 	return platform.Run(ctx, s.log, ln, platform.Parts{HTTP: s.http, Worker: s.project}, s.cfg.ShutdownTimeout)
 }
 
