@@ -82,6 +82,7 @@ type Store struct {
 	notifier      *outbox.Notifier
 	snapshotEvery int64
 	now           func() time.Time
+	group         groupCommit
 }
 
 // New returns a store; the schema must have been migrated.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -619,5 +620,56 @@ func TestDecideAllCacheCannotMakeADecisionWrong(t *testing.T) {
 	agg, _ := f.repo.Load(ctx, f.pool, a)
 	if want := 207 + 208; agg.State.Sum != want || agg.Version != 5 {
 		t.Errorf("after the retry: %+v, want sum %d at v5", agg, want)
+	}
+}
+
+// Many commits at once go in groups; a unit that conflicts fails alone,
+// and every other unit of its group commits.
+func TestGroupCommitFailsOnlyTheFaultyUnit(t *testing.T) {
+	f := setup(t, eventstore.Config{})
+	ctx := context.Background()
+	taken := make([]uuid.UUID, 10)
+	for i := range taken {
+		taken[i] = uuid.New()
+		f.add(t, taken[i], 1)
+	}
+	const n = 100
+	errs := make([]error, n)
+	ids := make([]uuid.UUID, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		ids[i] = uuid.New()
+		if i%10 == 0 {
+			ids[i] = taken[i/10] // creating a stream that exists: a conflict
+		}
+		wg.Go(func() {
+			<-start
+			agg := f.repo.New(ids[i])
+			var u eventstore.UnitOfWork
+			if _, err := f.repo.Stage(&u, &agg, eventstore.Meta{}, Added{Amount: i}); err != nil {
+				errs[i] = err
+				return
+			}
+			errs[i] = f.store.Commit(ctx, &u)
+			if errs[i] == nil && agg.Version != 1 {
+				errs[i] = fmt.Errorf("aggregate at version %d after commit", agg.Version)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		switch {
+		case i%10 == 0 && !errors.Is(err, eventstore.ErrConflict):
+			t.Errorf("unit %d over an existing stream: %v, want a conflict", i, err)
+		case i%10 != 0 && err != nil:
+			t.Errorf("unit %d: %v", i, err)
+		}
+	}
+	var streams int
+	_ = f.pool.QueryRow(ctx, `SELECT count(DISTINCT aggregate_id) FROM events`).Scan(&streams)
+	if streams != 10+90 {
+		t.Errorf("%d streams, want 100 (10 taken before, 90 new)", streams)
 	}
 }
