@@ -106,11 +106,9 @@ func (r *Repository[S]) load(ctx context.Context, q Querier, id uuid.UUID, upTo 
 }
 
 // LoadMany returns the current state of each of ids that exists, reading
-// them all in one round trip: for a handler that decides on many aggregates
-// at once. q is a pool or a transaction.
-func (r *Repository[S]) LoadMany(ctx context.Context, q interface {
-	SendBatch(context.Context, *pgx.Batch) pgx.BatchResults
-}, ids []uuid.UUID) (map[uuid.UUID]Aggregate[S], error) {
+// them all in one statement: for a handler that decides on many aggregates
+// at once.
+func (r *Repository[S]) LoadMany(ctx context.Context, q Querier, ids []uuid.UUID) (map[uuid.UUID]Aggregate[S], error) {
 	streams, err := r.store.loadStreams(ctx, q, r.cfg.AggregateType, ids, make([]int64, len(ids)), r.cfg.SnapshotSchema)
 	if err != nil {
 		return nil, err
@@ -288,10 +286,10 @@ type Decision[S any] struct {
 }
 
 // DecideAll makes decisions in order, each on the state the ones before it
-// left, within tx: it loads every aggregate they concern in one round trip,
-// and writes all their events in one more. It is how a consumer applies a
-// batch of events at the cost of a few statements, not a few per event. A
-// decision's error stops them all. cache, if not nil, keeps the aggregates'
+// left, within tx: it loads every aggregate they concern in one statement,
+// and writes all their events in one round trip more. It is how a consumer
+// applies a batch of events at the cost of a few statements, not a few per
+// event. A decision's error stops them all. cache, if not nil, keeps the aggregates'
 // states between calls (see Cache).
 func (r *Repository[S]) DecideAll(ctx context.Context, tx pgx.Tx, ds []Decision[S], cache *Cache[S]) error {
 	if len(ds) == 0 {

@@ -12,7 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -128,13 +128,17 @@ type Meta struct {
 	TraceParent string
 }
 
+// insertEvents writes the events of any number of streams. The guard in its
+// WHERE runs once, before any row is written, for the streams that must
+// already exist; the primary key catches two writers of the same version.
 const insertEvents = `
 INSERT INTO events (aggregate_id, version, aggregate_type, event_id, event_type,
                     schema_version, occurred_at, correlation_id, causation_id, data)
-SELECT $1, v.version, $2, v.event_id, v.event_type, v.schema_version, $3, v.correlation_id, v.causation_id, v.data
-FROM unnest($4::bigint[], $5::uuid[], $6::text[], $7::int[], $8::uuid[], $9::uuid[], $10::jsonb[])
-     AS v(version, event_id, event_type, schema_version, correlation_id, causation_id, data)
-WHERE (SELECT eventstore_expect_version($1, $11))`
+SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::uuid[], $5::text[],
+                     $6::int[], $7::timestamptz[], $8::uuid[], $9::uuid[], $10::jsonb[])`
+
+const expectVersions = `
+WHERE (SELECT eventstore_expect_versions($11::uuid[], $12::bigint[]))`
 
 const upsertSnapshot = `
 INSERT INTO snapshots (aggregate_id, aggregate_type, schema, version, occurred_at, state)
@@ -150,24 +154,12 @@ type snapshot struct {
 	state  []byte
 }
 
-// stage queues into u the insert of envs (versions expected+1...), their
-// outbox rows and an optional snapshot; traceParents[i], if not empty, is
-// carried on envs[i]'s record.
+// stage adds to u the append of envs (versions expected+1...) to their
+// stream, with their outbox messages and an optional snapshot;
+// traceParents[i], if not empty, is carried on envs[i]'s record.
 func (s *Store) stage(u *UnitOfWork, topic string, expected int64, envs []events.Envelope, snap *snapshot, traceParents []string) error {
-	first := envs[0]
-	n := len(envs)
-	versions := make([]int64, n)
-	// UUIDs go to pgx as [16]byte, its native form: a uuid.UUID would take
-	// the slow driver.Valuer path (a string, parsed back, per value).
-	ids := make([][16]byte, n)
-	types := make([]string, n)
-	schemas := make([]int32, n)
-	corrs := make([][16]byte, n)
-	causes := make([][16]byte, n)
-	datas := make([]json.RawMessage, n)
-	msgs := make([]outbox.Message, n)
+	msgs := make([]outbox.Message, len(envs))
 	for i, e := range envs {
-		versions[i], ids[i], types[i], schemas[i], corrs[i], causes[i], datas[i] = e.AggregateVersion, e.EventID, e.EventType, int32(e.SchemaVersion), e.CorrelationID, e.CausationID, e.Data
 		value, err := json.Marshal(e)
 		if err != nil {
 			return fmt.Errorf("encode envelope: %w", err)
@@ -180,56 +172,114 @@ func (s *Store) stage(u *UnitOfWork, topic string, expected int64, envs []events
 			headers = append(headers, outbox.Header{Key: events.HeaderTraceParent, Value: []byte(traceParents[i])})
 		}
 		msgs[i] = outbox.Message{Topic: topic, Key: e.AggregateID.String(), Value: value, Headers: headers}
-	}
-
-	// Every outbox row is built, and checked, before anything is queued:
-	// a unit must never hold events without all of their outbox rows.
-	type statement struct {
-		sql  string
-		args []any
-	}
-	rows := make([]statement, len(msgs))
-	for i, m := range msgs {
-		sql, args, err := outbox.Insert(m)
-		if err != nil {
+		// Refused now, not when the unit is sent: a unit must never hold
+		// events without all of their outbox rows.
+		if err := outbox.Check(msgs[i]); err != nil {
 			return err
 		}
-		rows[i] = statement{sql, args}
 	}
+	u.appends = append(u.appends, &staged{expected: expected, envs: envs, msgs: msgs, snap: snap})
+	return nil
+}
 
-	conflict := &ConflictError{AggregateID: first.AggregateID, Expected: expected}
-	u.queue(func(tag pgconn.CommandTag, err error) error {
-		var pgErr *pgconn.PgError
-		switch {
-		case errors.As(err, &pgErr) && (pgErr.Code == "23505" && pgErr.ConstraintName == "events_pkey" || pgErr.Code == "ES409"):
-			return conflict
-		case err != nil:
-			return fmt.Errorf("append to %s: %w", first.AggregateID, err)
-		case tag.RowsAffected() != int64(n):
-			return fmt.Errorf("append to %s: %d of %d events inserted", first.AggregateID, tag.RowsAffected(), n)
+// statements are what the unit sends: its appends as one insert of events,
+// one of outbox rows and one per snapshot, then its other statements.
+func (u *UnitOfWork) statements() ([]statement, error) {
+	if len(u.appends) == 0 {
+		return u.stmts, nil
+	}
+	var n int
+	for _, a := range u.appends {
+		n += len(a.envs)
+	}
+	// UUIDs go to pgx as [16]byte, its native form: a uuid.UUID would take
+	// the slow driver.Valuer path (a string, parsed back, per value).
+	aggIDs, versions, aggTypes := make([][16]byte, 0, n), make([]int64, 0, n), make([]string, 0, n)
+	ids, types, schemas := make([][16]byte, 0, n), make([]string, 0, n), make([]int32, 0, n)
+	times, corrs, causes := make([]time.Time, 0, n), make([][16]byte, 0, n), make([][16]byte, 0, n)
+	datas, msgs := make([]json.RawMessage, 0, n), make([]outbox.Message, 0, n)
+	var streams [][16]byte // those that must exist, at...
+	var expected []int64   // ...these versions
+	var snaps []statement
+	for _, a := range u.appends {
+		for _, e := range a.envs {
+			aggIDs, versions, aggTypes = append(aggIDs, e.AggregateID), append(versions, e.AggregateVersion), append(aggTypes, e.AggregateType)
+			ids, types, schemas = append(ids, e.EventID), append(types, e.EventType), append(schemas, int32(e.SchemaVersion))
+			times, corrs, causes = append(times, e.OccurredAt), append(corrs, e.CorrelationID), append(causes, e.CausationID)
+			datas = append(datas, e.Data)
+		}
+		msgs = append(msgs, a.msgs...)
+		if a.expected > 0 {
+			streams, expected = append(streams, a.envs[0].AggregateID), append(expected, a.expected)
+		}
+		if a.snap != nil {
+			last := a.envs[len(a.envs)-1]
+			snaps = append(snaps, statement{upsertSnapshot,
+				[]any{[16]byte(last.AggregateID), last.AggregateType, a.snap.schema, last.AggregateVersion, last.OccurredAt, a.snap.state},
+				func(_ pgconn.CommandTag, err error) error {
+					if err != nil {
+						return fmt.Errorf("snapshot of %s: %w", last.AggregateID, err)
+					}
+					return nil
+				}})
+		}
+	}
+	sql, args := insertEvents, []any{aggIDs, versions, aggTypes, ids, types, schemas, times, corrs, causes, datas}
+	if len(streams) > 0 {
+		sql, args = sql+expectVersions, append(args, streams, expected)
+	}
+	out := []statement{{sql, args, func(tag pgconn.CommandTag, err error) error {
+		if err != nil {
+			return u.appendError(err)
+		}
+		if tag.RowsAffected() != int64(n) {
+			return fmt.Errorf("append: %d of %d events inserted", tag.RowsAffected(), n)
 		}
 		return nil
-	}, insertEvents, [16]byte(first.AggregateID), first.AggregateType, first.OccurredAt,
-		versions, ids, types, schemas, corrs, causes, datas, expected)
+	}}}
+	sql, args, err := outbox.Insert(msgs...)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, statement{sql, args, func(_ pgconn.CommandTag, err error) error {
+		if err != nil {
+			return fmt.Errorf("outbox rows: %w", err)
+		}
+		return nil
+	}})
+	out = append(out, snaps...)
+	return append(out, u.stmts...), nil
+}
 
-	for _, row := range rows {
-		u.queue(func(_ pgconn.CommandTag, err error) error {
-			if err != nil {
-				return fmt.Errorf("outbox row for %s: %w", first.AggregateID, err)
-			}
-			return nil
-		}, row.sql, row.args...)
+// appendError turns a failed insert of the unit's events into a
+// ConflictError naming the stream that had moved, when that is what it is.
+func (u *UnitOfWork) appendError(err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return fmt.Errorf("append: %w", err)
 	}
-	if snap != nil {
-		last := envs[n-1]
-		u.queue(func(_ pgconn.CommandTag, err error) error {
-			if err != nil {
-				return fmt.Errorf("snapshot of %s: %w", first.AggregateID, err)
-			}
-			return nil
-		}, upsertSnapshot, [16]byte(last.AggregateID), last.AggregateType, snap.schema, last.AggregateVersion, last.OccurredAt, snap.state)
+	var detail string
+	switch {
+	case pgErr.Code == "ES409":
+		detail = pgErr.Detail // the stream's ID
+	case pgErr.Code == "23505" && pgErr.ConstraintName == "events_pkey":
+		// "Key (aggregate_id, version)=(<id>, <version>) already exists."
+		if _, rest, ok := strings.Cut(pgErr.Detail, "=("); ok {
+			detail, _, _ = strings.Cut(rest, ",")
+		}
+	default:
+		return fmt.Errorf("append: %w", err)
 	}
-	return nil
+	conflict := &ConflictError{AggregateID: u.appends[0].envs[0].AggregateID, Expected: u.appends[0].expected}
+	if id, perr := uuid.Parse(detail); perr == nil {
+		for _, a := range u.appends {
+			if a.envs[0].AggregateID == id {
+				conflict = &ConflictError{AggregateID: id, Expected: a.expected}
+				break
+			}
+		}
+	}
+	return conflict
 }
 
 const selectStream = `
@@ -264,37 +314,69 @@ func (s *Store) load(ctx context.Context, q Querier, aggType string, id uuid.UUI
 	return scanStream(rows, aggType, id)
 }
 
-const selectTail = `
-SELECT false, version, event_id, event_type, schema_version, occurred_at, correlation_id, causation_id, data
-FROM events
-WHERE aggregate_id = $1 AND aggregate_type = $2 AND version > $3
-ORDER BY version`
+// selectStreams reads many streams in one statement: for each (by its
+// ordinal n), the snapshot of the given schema if it is to be read whole
+// (after = 0), then its events past the snapshot or past after.
+const selectStreams = `
+WITH want AS (
+    SELECT w.n, w.id, w.after, s.version AS snap_version, s.occurred_at AS snap_at, s.state AS snap_state
+    FROM unnest($1::uuid[], $2::bigint[]) WITH ORDINALITY AS w(id, after, n)
+    LEFT JOIN snapshots s
+           ON w.after = 0 AND s.aggregate_id = w.id AND s.aggregate_type = $3 AND s.schema = $4
+)
+SELECT n, true, snap_version, NULL::uuid, NULL::text, NULL::int, snap_at, NULL::uuid, NULL::uuid, snap_state
+FROM want WHERE snap_version IS NOT NULL
+UNION ALL
+SELECT want.n, false, e.version, e.event_id, e.event_type, e.schema_version, e.occurred_at, e.correlation_id, e.causation_id, e.data
+FROM want CROSS JOIN LATERAL (
+    SELECT * FROM events e
+    WHERE e.aggregate_id = want.id AND e.aggregate_type = $3
+      AND e.version > greatest(want.after, COALESCE(want.snap_version, 0))
+    OFFSET 0 -- keeps this a lookup per stream: never a join over all events
+) e
+ORDER BY 1, 2 DESC, 3`
 
-// loadStreams reads, in one round trip, the streams of ids: each whole
+// loadStreams reads, in one statement, the streams of ids: each whole
 // (from a snapshot of the given schema) if after[i] is 0, else only its
 // events past version after[i].
-func (s *Store) loadStreams(ctx context.Context, q batchSender, aggType string, ids []uuid.UUID, after []int64, schema string) ([][]streamRow, error) {
-	var b pgx.Batch
+func (s *Store) loadStreams(ctx context.Context, q Querier, aggType string, ids []uuid.UUID, after []int64, schema string) ([][]streamRow, error) {
+	keys := make([][16]byte, len(ids))
 	for i, id := range ids {
-		if after[i] > 0 {
-			b.Queue(selectTail, [16]byte(id), aggType, after[i])
-		} else {
-			b.Queue(selectStream, [16]byte(id), aggType, schema, int64(math.MaxInt64))
-		}
+		keys[i] = id
 	}
-	res := q.SendBatch(ctx, &b)
-	defer res.Close()
+	rows, err := q.Query(ctx, selectStreams, keys, after, aggType, schema)
+	if err != nil {
+		return nil, fmt.Errorf("load %d %s streams: %w", len(ids), aggType, err)
+	}
 	out := make([][]streamRow, len(ids))
-	for i, id := range ids {
-		rows, err := res.Query()
-		if err != nil {
-			return nil, fmt.Errorf("load %s %s: %w", aggType, id, err)
+	var (
+		n                     int64
+		r                     streamRow
+		eventID, corr, causes *[16]byte
+		eventType             *string
+		schemaVersion         *int32
+	)
+	_, err = pgx.ForEachRow(rows, []any{&n, &r.isSnapshot, &r.env.AggregateVersion, &eventID, &eventType, &schemaVersion,
+		&r.env.OccurredAt, &corr, &causes, &r.env.Data}, func() error {
+		i := n - 1
+		if i < 0 || i >= int64(len(ids)) {
+			return fmt.Errorf("stream ordinal %d of %d", n, len(ids))
 		}
-		if out[i], err = scanStream(rows, aggType, id); err != nil {
-			return nil, err
+		row := r
+		row.env.AggregateType, row.env.AggregateID = aggType, ids[i]
+		if !row.isSnapshot {
+			row.env.EventID, row.env.EventType, row.env.SchemaVersion = *eventID, *eventType, int(*schemaVersion)
+			row.env.CorrelationID, row.env.CausationID = *corr, *causes
 		}
+		row.env.OccurredAt = row.env.OccurredAt.UTC()
+		row.env.Data = append(json.RawMessage(nil), r.env.Data...) // the row's buffer is reused
+		out[i] = append(out[i], row)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load %d %s streams: %w", len(ids), aggType, err)
 	}
-	return out, res.Close()
+	return out, nil
 }
 
 // scanStream reads the rows of selectStream.

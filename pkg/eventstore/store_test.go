@@ -431,6 +431,16 @@ func TestLongStreamLoadsFromSnapshotPlusTail(t *testing.T) {
 	if again, _ := f.repo.Replay(ctx, f.pool, id); again != replayed {
 		t.Errorf("Replay changed: %+v", again)
 	}
+	// Loading many streams at once reads the snapshot too, and each stream
+	// gets its own events.
+	short, missing := f.add(t, uuid.New(), 5, 6), uuid.New()
+	many, err := f.repo.LoadMany(ctx, f.pool, []uuid.UUID{short.ID, missing, id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(many) != 2 || many[id] != marked || many[short.ID] != short {
+		t.Errorf("LoadMany = %+v; want %+v and %+v", many, marked, short)
+	}
 
 	// Below the snapshot, loading replays from the start.
 	at5000, err := f.repo.LoadVersion(ctx, f.pool, id, 5000)
@@ -671,5 +681,56 @@ func TestGroupCommitFailsOnlyTheFaultyUnit(t *testing.T) {
 	_ = f.pool.QueryRow(ctx, `SELECT count(DISTINCT aggregate_id) FROM events`).Scan(&streams)
 	if streams != 10+90 {
 		t.Errorf("%d streams, want 100 (10 taken before, 90 new)", streams)
+	}
+}
+
+// A unit that appends to many streams writes them in one statement; when one
+// of them has moved, the conflict names that stream, at the version the unit
+// expected, and none of the unit's events is written.
+func TestUnitOfManyStreamsNamesTheOneThatMoved(t *testing.T) {
+	f := setup(t, eventstore.Config{})
+	ctx := context.Background()
+	eventRows := func() int {
+		var n int
+		_ = f.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM outbox)`).Scan(&n)
+		return n
+	}
+	for _, tc := range []struct {
+		name          string
+		stored, stale int64 // the moved stream's version, and the one staged against
+	}{
+		{"overtaken", 3, 2},      // the next version exists: the primary key refuses it
+		{"never there", 1, 4},    // the expected version does not exist: the guard refuses it
+		{"exists already", 1, 0}, // created over an existing stream
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b, c := f.add(t, uuid.New(), 1), uuid.New(), f.add(t, uuid.New(), 1, 2)
+			amounts := make([]int, tc.stored)
+			for i := range amounts {
+				amounts[i] = i + 1
+			}
+			f.add(t, b, amounts...)
+			before := eventRows()
+
+			moved := eventstore.Aggregate[tally]{ID: b, Version: tc.stale}
+			fresh := f.repo.New(uuid.New())
+			var u eventstore.UnitOfWork
+			for _, agg := range []*eventstore.Aggregate[tally]{&a, &fresh, &moved, &c} {
+				if _, err := f.repo.Stage(&u, agg, eventstore.Meta{}, Added{Amount: 10}, Added{Amount: 20}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err := f.store.Commit(ctx, &u)
+			var ce *eventstore.ConflictError
+			if !errors.As(err, &ce) || ce.AggregateID != b || ce.Expected != tc.stale {
+				t.Fatalf("commit: %v; want a conflict on %s at %d", err, b, tc.stale)
+			}
+			if after := eventRows(); after != before {
+				t.Errorf("%d event and outbox rows written by a failed unit", after-before)
+			}
+			if a.Version != 1 || c.Version != 2 || fresh.Version != 0 || moved.Version != tc.stale {
+				t.Errorf("aggregates moved by a failed unit: %d %d %d %d", a.Version, c.Version, fresh.Version, moved.Version)
+			}
+		})
 	}
 }

@@ -7,6 +7,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/eventsaga/eventsaga/pkg/events"
+	"github.com/eventsaga/eventsaga/pkg/outbox"
 )
 
 // UnitOfWork collects the writes of one command (appends, and any other
@@ -14,28 +17,48 @@ import (
 // sends them to Postgres in one round trip. Postgres runs a pipelined batch as
 // one implicit transaction, so they all commit or none does.
 //
+// However many aggregates it appends to, a unit writes all of its events in
+// one statement and all of their outbox rows in another: Postgres spends more
+// on each statement than on each row, so this is what makes a batch of
+// decisions, or a group of commits, cheap. The appends go first, then the
+// other statements in the order they were queued.
+//
 // A command decides on state it loaded before, outside any transaction;
 // optimistic concurrency catches a stream that moved in between, and the
 // command starts over (see Retry). That keeps a command to two round trips
 // (load, commit) and holds no locks while it decides.
 type UnitOfWork struct {
-	batch   pgx.Batch
-	results []func(pgconn.CommandTag, error) error
+	appends []*staged
+	stmts   []statement
 	applied []func() // run after a successful commit
+}
+
+// staged is one append: a stream's next events, expected to follow version
+// expected, with their outbox messages and perhaps a snapshot.
+type staged struct {
+	expected int64
+	envs     []events.Envelope
+	msgs     []outbox.Message
+	snap     *snapshot
+}
+
+// statement is a statement of the unit and what to make of its result.
+type statement struct {
+	sql      string
+	args     []any
+	onResult func(pgconn.CommandTag, error) error
 }
 
 // Exec adds a statement to the unit. Its error, if any, is what Commit
 // returns.
 func (u *UnitOfWork) Exec(sql string, args ...any) {
-	u.queue(func(_ pgconn.CommandTag, err error) error { return err }, sql, args...)
+	u.stmts = append(u.stmts, statement{sql, args, func(_ pgconn.CommandTag, err error) error { return err }})
 }
 
-// Len is the number of statements queued.
-func (u *UnitOfWork) Len() int { return u.batch.Len() }
-
-func (u *UnitOfWork) queue(onResult func(pgconn.CommandTag, error) error, sql string, args ...any) {
-	u.batch.Queue(sql, args...)
-	u.results = append(u.results, onResult)
+// merge adds the writes of other to u, after u's own.
+func (u *UnitOfWork) merge(other *UnitOfWork) {
+	u.appends = append(u.appends, other.appends...)
+	u.stmts = append(u.stmts, other.stmts...)
 }
 
 // batchSender is a pool, connection or transaction.
@@ -46,14 +69,19 @@ type batchSender interface {
 // send runs the unit on s and returns the first statement's error (the
 // statements after a failed one fail too, for no reason of their own).
 func (u *UnitOfWork) send(ctx context.Context, s batchSender) error {
-	if u.batch.Len() == 0 {
-		return nil
+	stmts, err := u.statements()
+	if err != nil || len(stmts) == 0 {
+		return err
 	}
-	res := s.SendBatch(ctx, &u.batch)
+	var b pgx.Batch
+	for _, st := range stmts {
+		b.Queue(st.sql, st.args...)
+	}
+	res := s.SendBatch(ctx, &b)
 	var first error
-	for _, onResult := range u.results {
+	for _, st := range stmts {
 		tag, err := res.Exec()
-		if err := onResult(tag, err); err != nil && first == nil {
+		if err := st.onResult(tag, err); err != nil && first == nil {
 			first = err
 		}
 	}
@@ -154,9 +182,7 @@ func (s *Store) commitGroup(ctx context.Context, group []*commitRequest) {
 	}
 	var all UnitOfWork
 	for _, r := range group {
-		for i, q := range r.u.batch.QueuedQueries {
-			all.queue(r.u.results[i], q.SQL, q.Arguments...)
-		}
+		all.merge(r.u)
 	}
 	if err := all.send(ctx, s.pool); err != nil {
 		for _, r := range group {

@@ -58,9 +58,16 @@ type Header struct {
 	Value []byte
 }
 
-const insertMessage = `
+// insertMessages writes any number of messages in one statement: a
+// statement per message costs Postgres more than the row does. Each row's
+// headers are its slice of the flattened header arrays. Rows are inserted,
+// and so numbered, in the order given.
+const insertMessages = `
 INSERT INTO outbox (topic, key, value, header_keys, header_values)
-VALUES ($1, $2, $3, $4, $5)`
+SELECT m.topic, m.key, m.value, ($4::text[])[m.hfrom:m.hto], ($5::bytea[])[m.hfrom:m.hto]
+FROM unnest($1::text[], $2::text[], $3::bytea[], $6::int[], $7::int[]) WITH ORDINALITY
+     AS m(topic, key, value, hfrom, hto, n)
+ORDER BY m.n`
 
 // MaxMessageBytes bounds a message's key, value and headers together. Kafka
 // refuses larger records (its default limit is about 1 MB), and a refused
@@ -71,37 +78,58 @@ const MaxMessageBytes = 900 << 10
 // ErrMessageTooLarge is returned for a message over MaxMessageBytes.
 var ErrMessageTooLarge = errors.New("outbox message too large")
 
-// Insert returns the statement that writes m to the outbox, for a caller
-// that sends it in a batch of its own with the rest of its transaction.
-func Insert(m Message) (sql string, args []any, err error) {
+// Check returns why m cannot be published, if it cannot.
+func Check(m Message) error {
 	size := len(m.Key) + len(m.Value)
-	keys := make([]string, len(m.Headers))
-	values := make([][]byte, len(m.Headers))
-	for i, h := range m.Headers {
-		keys[i], values[i] = h.Key, h.Value
+	for _, h := range m.Headers {
 		size += len(h.Key) + len(h.Value)
 	}
 	if size > MaxMessageBytes {
-		return "", nil, fmt.Errorf("%w: %d bytes to %s (key %s)", ErrMessageTooLarge, size, m.Topic, m.Key)
+		return fmt.Errorf("%w: %d bytes to %s (key %s)", ErrMessageTooLarge, size, m.Topic, m.Key)
 	}
 	if m.Topic == "" {
-		return "", nil, fmt.Errorf("outbox message with key %s has no topic", m.Key)
+		return fmt.Errorf("outbox message with key %s has no topic", m.Key)
 	}
-	return insertMessage, []any{m.Topic, m.Key, m.Value, keys, values}, nil
+	return nil
+}
+
+// Insert returns the one statement that writes msgs to the outbox, in the
+// order given, for a caller that sends it in a batch of its own with the rest
+// of its transaction. It refuses them all if any fails Check.
+func Insert(msgs ...Message) (sql string, args []any, err error) {
+	n := len(msgs)
+	topics, keys, values := make([]string, n), make([]string, n), make([][]byte, n)
+	from, to := make([]int32, n), make([]int32, n)
+	var hkeys []string
+	var hvalues [][]byte
+	for i, m := range msgs {
+		if err := Check(m); err != nil {
+			return "", nil, err
+		}
+		topics[i], keys[i], values[i] = m.Topic, m.Key, m.Value
+		from[i] = int32(len(hkeys)) + 1 // Postgres arrays count from 1
+		for _, h := range m.Headers {
+			hkeys, hvalues = append(hkeys, h.Key), append(hvalues, h.Value)
+		}
+		to[i] = int32(len(hkeys))
+	}
+	if hkeys == nil { // an empty array, not NULL: a slice of NULL is NULL
+		hkeys, hvalues = []string{}, [][]byte{}
+	}
+	return insertMessages, []any{topics, keys, values, hkeys, hvalues, from, to}, nil
 }
 
 // Enqueue writes msgs to the outbox within tx. They are published after tx
 // commits, in the order given for each key.
 func Enqueue(ctx context.Context, tx pgx.Tx, msgs ...Message) error {
-	var b pgx.Batch
-	for _, m := range msgs {
-		sql, args, err := Insert(m)
-		if err != nil {
-			return err
-		}
-		b.Queue(sql, args...)
+	if len(msgs) == 0 {
+		return nil
 	}
-	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+	sql, args, err := Insert(msgs...)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, sql, args...); err != nil {
 		return fmt.Errorf("enqueue %d messages: %w", len(msgs), err)
 	}
 	return nil

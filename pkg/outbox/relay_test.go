@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -330,5 +331,42 @@ func TestRelayGivesUpOnAStuckBatch(t *testing.T) {
 	waitFor(t, 20*time.Second, "the rows to be published after all", func() bool { return k.outboxRows(t) == 0 })
 	if recs := k.kafka.ReadAll(t, k.topic, 2, 10*time.Second); len(recs) < 2 {
 		t.Errorf("%d records on the topic", len(recs))
+	}
+}
+
+// Many messages enqueued in one statement keep their order and each its own
+// headers, however many it has (none too).
+func TestEnqueueManyKeepsOrderAndHeaders(t *testing.T) {
+	e := newEnv(t, 1)
+	agg := keyOf(7)
+	var msgs []Message
+	for v := int64(1); v <= 5; v++ {
+		m := e.message(t, agg, v)
+		m.Headers = nil
+		for h := int64(0); h < v%3; h++ {
+			m.Headers = append(m.Headers, Header{Key: fmt.Sprintf("h%d", h), Value: fmt.Appendf(nil, "v%d-%d", v, h)})
+		}
+		msgs = append(msgs, m)
+	}
+	e.commit(t, msgs...)
+
+	got := e.kafka.Collect(t, e.topic)
+	e.startRelay(t, RelayConfig{PollInterval: 20 * time.Millisecond})
+	waitFor(t, 10*time.Second, "the 5 records", func() bool { return len(got.Records()) >= 5 })
+	recs := got.Records()
+	if len(recs) != 5 {
+		t.Fatalf("%d records, want 5", len(recs))
+	}
+	for i, r := range recs {
+		if string(r.Value) != string(msgs[i].Value) {
+			t.Errorf("record %d is not message %d", i, i)
+		}
+		var hs []Header
+		for _, h := range r.Headers {
+			hs = append(hs, Header{Key: h.Key, Value: h.Value})
+		}
+		if fmt.Sprint(hs) != fmt.Sprint(msgs[i].Headers) {
+			t.Errorf("record %d headers %v, want %v", i, hs, msgs[i].Headers)
+		}
 	}
 }
