@@ -69,6 +69,11 @@ type RelayConfig struct {
 	// relay's guarantees rest on (acks, partitioner, idempotence, batch
 	// size) are applied after them and cannot be overridden.
 	ClientOpts []kgo.Opt
+	// VacuumEvery: on a server whose autovacuum is off, the relay vacuums
+	// the outbox itself each time it has deleted this many rows; 20,000 if
+	// zero, never if negative. Where autovacuum runs, the outbox's own
+	// thresholds (see the migrations) leave it to autovacuum.
+	VacuumEvery int
 
 	// afterPublish, when set, runs after Kafka acknowledged a batch and
 	// before its rows are deleted; an error abandons the batch. Tests use it
@@ -89,6 +94,9 @@ func (c *RelayConfig) setDefaults() {
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = 1000
+	}
+	if c.VacuumEvery == 0 {
+		c.VacuumEvery = 20_000
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = time.Second
@@ -125,6 +133,8 @@ type Relay struct {
 	wake      chan struct{}
 	// emptyPasses counts looks at the outbox that found nothing to publish.
 	emptyPasses atomic.Int64
+	// vacuum is set, per session, when the relay must vacuum the outbox.
+	vacuum *vacuumer
 }
 
 // NewRelay validates cfg and returns a relay; Run starts it.
@@ -277,6 +287,16 @@ func (r *Relay) session(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{r.cfg.Channel}.Sanitize()); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	var autovacuum string
+	if err := conn.QueryRow(ctx, "SELECT current_setting('autovacuum')").Scan(&autovacuum); err != nil {
+		return fmt.Errorf("autovacuum setting: %w", err)
+	}
+	r.vacuum = nil
+	if autovacuum != "on" && r.cfg.VacuumEvery > 0 {
+		r.log.Info("autovacuum is off on this server: the relay vacuums the outbox itself", "every_rows", r.cfg.VacuumEvery)
+		r.vacuum = &vacuumer{pool: r.cfg.Pool, every: int64(r.cfg.VacuumEvery), log: r.log}
+		defer r.vacuum.wait()
+	}
 	for {
 		n, err := r.publishBatch(ctx, conn, cl, closeProducer)
 		if err != nil {
@@ -404,6 +424,41 @@ func (r *Relay) publishBatch(ctx context.Context, conn *pgx.Conn, cl *kgo.Client
 			return 0, fmt.Errorf("delete %d published rows: %w", len(acked), err)
 		}
 		r.published.Add(int64(len(acked)))
+		if r.vacuum != nil {
+			r.vacuum.deleted(ctx, len(acked))
+		}
 	}
 	return len(recs), firstErr
 }
+
+// vacuumer vacuums the outbox after every so many deleted rows, for a server
+// that will not. Every published row is deleted; without vacuum the dead rows
+// stay, and each look at the outbox walks past more of them (seen: from 0.1
+// ms to 1.2 ms a look after a minute at 1,500 sagas/s).
+type vacuumer struct {
+	pool    *pgxpool.Pool
+	every   int64
+	log     *slog.Logger
+	since   int64
+	running sync.WaitGroup
+	busy    atomic.Bool
+}
+
+// deleted counts n deleted rows and, when enough have been, starts a vacuum
+// on a pooled connection, beside the publishing: one at a time.
+func (v *vacuumer) deleted(ctx context.Context, n int) {
+	v.since += int64(n)
+	if v.since < v.every || !v.busy.CompareAndSwap(false, true) {
+		return
+	}
+	v.since = 0
+	v.running.Go(func() {
+		defer v.busy.Store(false)
+		if _, err := v.pool.Exec(ctx, "VACUUM outbox"); err != nil && ctx.Err() == nil {
+			v.log.Warn("vacuum of the outbox failed", "err", err)
+		}
+	})
+}
+
+// wait returns when no vacuum is running.
+func (v *vacuumer) wait() { v.running.Wait() }

@@ -370,3 +370,29 @@ func TestEnqueueManyKeepsOrderAndHeaders(t *testing.T) {
 		}
 	}
 }
+
+// On a server that does not vacuum (autovacuum off, as on the CI machine),
+// the relay vacuums the outbox after every VacuumEvery deleted rows.
+func TestRelayVacuumsOutboxWhenServerWillNot(t *testing.T) {
+	e := newEnv(t, 2)
+	ctx := context.Background()
+	var autovacuum string
+	if err := e.pool.QueryRow(ctx, "SELECT current_setting('autovacuum')").Scan(&autovacuum); err != nil {
+		t.Fatal(err)
+	}
+	if autovacuum == "on" {
+		t.Skip("this server runs autovacuum; the relay leaves the outbox to it")
+	}
+	vacuums := func() (n int64) {
+		_ = e.pool.QueryRow(ctx, "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'outbox'").Scan(&n)
+		return n
+	}
+	before := vacuums()
+	got := e.kafka.Collect(t, e.topic)
+	e.startRelay(t, RelayConfig{PollInterval: 20 * time.Millisecond, BatchSize: 40, VacuumEvery: 100})
+	for i := range 250 {
+		e.commit(t, e.message(t, keyOf(i), 1))
+	}
+	waitFor(t, 10*time.Second, "the 250 records", func() bool { return len(got.Records()) >= 250 })
+	waitFor(t, 10*time.Second, "the relay's vacuums", func() bool { return vacuums() >= before+2 })
+}
