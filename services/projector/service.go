@@ -214,6 +214,10 @@ func newProjection(cfg Config, log *slog.Logger, pool *pgxpool.Pool, reg *events
 		BatchHandler: p.apply, NoInbox: true, AcrossPartitions: true,
 		BatchSize: max(t.batchSize, 1000), MaxPollRecords: max(t.pollRecords, 10000),
 		Logger: log.With("generation", int(g)),
+		// A read model may trail by a few milliseconds more: fetches that
+		// wait up to 10 ms for data to gather make for fewer, larger
+		// batches when traffic is light, leaving the CPU to the saga.
+		ClientOpts: []kgo.Opt{kgo.FetchMinBytes(64 << 10), kgo.FetchMaxWait(10 * time.Millisecond)},
 		// Two partitions that update the same customer's counts wait for
 		// each other; should Postgres still see a deadlock, it is retried.
 		AfterCommit: committed,
