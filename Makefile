@@ -5,7 +5,7 @@ DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
 # The projector's database as make run sets it up (devstack: "readmodel").
 READMODEL_URL ?= postgres://postgres@127.0.0.1:5432/readmodel?sslmode=disable
 
-.PHONY: run build test bench lint devbroker rebuild demo watch
+.PHONY: run build test bench bench-saga lint devbroker rebuild demo watch
 
 ## run: the dev Kafka broker (127.0.0.1:9092) and the services (order :8080, customer :8081, projector :8082); Ctrl-C stops all
 run: build
@@ -31,10 +31,14 @@ devbroker: build
 test:
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-## bench: append vs pgbench, relay throughput and latency; projector rebuild throughput and lag
-bench:
+## bench: the saga benchmark (bench-saga), then the event store's and the projector's
+bench: bench-saga
 	DATABASE_URL=$(DATABASE_URL) $(GO) run ./cmd/esbench
 	DATABASE_URL=$(DATABASE_URL) $(GO) run ./cmd/projbench
+
+## bench-saga: make run's stack on fresh databases; sagas/s for 60 s vs pgbench, latency at 250/s, RSS
+bench-saga:
+	DATABASE_URL='$(DATABASE_URL)' scripts/bench-saga.sh
 
 ## rebuild: rebuild the read models of make run's stack beside the running projector
 rebuild: build

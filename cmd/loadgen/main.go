@@ -202,11 +202,44 @@ func place(client *http.Client, cfg config, custs []uuid.UUID) ([]placedOrder, i
 	return placed, failed.Load(), start
 }
 
-// decisions records when each order's decision was seen on orders.events.
+// decisions records when each order's decision was seen on orders.events,
+// and when each step of its saga happened, to tell where the time goes.
 type decisions struct {
 	mu      sync.Mutex
 	at      map[uuid.UUID]time.Time
 	outcome map[string]int
+	steps   map[uuid.UUID]*[nSteps]time.Time
+}
+
+// The steps of a saga as seen on the topics: when an event was stamped (its
+// occurred_at, as its service decided, before committing) and when the
+// service's relay produced it (the record's timestamp).
+const (
+	createdProduced = iota
+	customerDecided
+	customerProduced
+	orderDecided
+	orderProduced
+	nSteps
+)
+
+var stepNames = [nSteps]string{
+	"POST -> OrderCreated produced by the order relay",
+	"-> customer decided (credit event stamped)",
+	"-> credit event produced by the customer relay",
+	"-> order decided (decision stamped)",
+	"-> decision produced by the order relay",
+}
+
+func (d *decisions) step(order uuid.UUID, i int, at time.Time) {
+	s := d.steps[order]
+	if s == nil {
+		s = new([nSteps]time.Time)
+		d.steps[order] = s
+	}
+	if s[i].IsZero() {
+		s[i] = at
+	}
 }
 
 func (d *decisions) count(placed []placedOrder) int {
@@ -228,41 +261,66 @@ func watchDecisions(ctx context.Context, brokers []string) (*decisions, func(), 
 	if err != nil {
 		return nil, nil, err
 	}
-	d := &decisions{at: map[uuid.UUID]time.Time{}, outcome: map[string]int{}}
+	// The customer's steps are timed by the records' own timestamps, not
+	// by when they arrive here: that client may gather them in fewer,
+	// larger fetches, and leave more of the CPU to the system measured.
+	steps, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics("customers.events"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()), kgo.FetchMinBytes(256<<10), kgo.FetchMaxWait(200*time.Millisecond))
+	if err != nil {
+		cl.Close()
+		return nil, nil, err
+	}
+	d := &decisions{at: map[uuid.UUID]time.Time{}, outcome: map[string]int{}, steps: map[uuid.UUID]*[nSteps]time.Time{}}
 	ctx, cancel := context.WithCancel(ctx)
-	ready := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		first := true
-		for ctx.Err() == nil {
-			fs := cl.PollFetches(ctx)
-			if first {
-				close(ready)
-				first = false
+	var wg sync.WaitGroup
+	for _, c := range []*kgo.Client{cl, steps} {
+		ready := make(chan struct{})
+		wg.Go(func() { d.consume(ctx, c, ready) })
+		// The first poll returns once the consumer knows where the end is,
+		// or after its wait: either way nothing placed after this is missed.
+		select {
+		case <-ready:
+		case <-time.After(5 * time.Second):
+		}
+	}
+	return d, func() { cancel(); wg.Wait(); cl.Close(); steps.Close() }, nil
+}
+
+// consume records the saga steps and decisions that cl reads, until ctx is
+// done; ready is closed after the first poll.
+func (d *decisions) consume(ctx context.Context, cl *kgo.Client, ready chan struct{}) {
+	first := true
+	for ctx.Err() == nil {
+		fs := cl.PollFetches(ctx)
+		if first {
+			close(ready)
+			first = false
+		}
+		now := time.Now()
+		fs.EachRecord(func(r *kgo.Record) {
+			env, err := events.ParseEnvelope(r.Value)
+			if err != nil {
+				return
 			}
-			now := time.Now()
-			fs.EachRecord(func(r *kgo.Record) {
-				env, err := events.ParseEnvelope(r.Value)
-				if err != nil || (env.EventType != "OrderApproved" && env.EventType != "OrderRejected") {
-					return
-				}
-				d.mu.Lock()
+			order := env.CorrelationID // a saga is correlated by its order's ID
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			switch env.EventType {
+			case "OrderCreated":
+				d.step(order, createdProduced, r.Timestamp)
+			case "CreditReserved", "CreditRefused":
+				d.step(order, customerDecided, env.OccurredAt)
+				d.step(order, customerProduced, r.Timestamp)
+			case "OrderApproved", "OrderRejected":
+				d.step(order, orderDecided, env.OccurredAt)
+				d.step(order, orderProduced, r.Timestamp)
 				if _, seen := d.at[env.AggregateID]; !seen {
 					d.at[env.AggregateID] = now
 					d.outcome[env.EventType]++
 				}
-				d.mu.Unlock()
-			})
-		}
-	}()
-	// The first poll returns once the consumer knows where the end is, or
-	// after its wait: either way nothing placed after this is missed.
-	select {
-	case <-ready:
-	case <-time.After(5 * time.Second):
+			}
+		})
 	}
-	return d, func() { cancel(); <-done; cl.Close() }, nil
 }
 
 func report(cfg config, placed []placedOrder, failed int64, d *decisions, start, end time.Time, tps float64) error {
@@ -296,6 +354,7 @@ func report(cfg config, placed []placedOrder, failed int64, d *decisions, start,
 	slices.Sort(lat)
 	q := func(p float64) time.Duration { return lat[int(float64(len(lat)-1)*p)].Round(100 * time.Microsecond) }
 	fmt.Printf("saga latency (POST -> decision on orders.events): p50 %v  p95 %v  p99 %v  max %v\n", q(0.5), q(0.95), q(0.99), lat[len(lat)-1].Round(100*time.Microsecond))
+	stepLatency(placed, d)
 	if tps > 0 {
 		fmt.Printf("ratio to pgbench: %.2f\n", sustained/tps)
 	}
@@ -385,4 +444,33 @@ func post(client *http.Client, url, body string, out any) error {
 		return fmt.Errorf("%s: %d %s", url, resp.StatusCode, b)
 	}
 	return json.Unmarshal(b, out)
+}
+
+// stepLatency prints where a saga's time goes: p50 and p99 of each step, for
+// the sagas seen whole. A step's time includes waiting for the one before
+// it to be consumed.
+func stepLatency(placed []placedOrder, d *decisions) {
+	var per [nSteps + 1][]time.Duration
+	for _, p := range placed {
+		s, at := d.steps[p.id], d.at[p.id]
+		if s == nil || at.IsZero() || slices.ContainsFunc(s[:], time.Time.IsZero) {
+			continue
+		}
+		prev := p.begun
+		for i, t := range s {
+			per[i] = append(per[i], t.Sub(prev))
+			prev = t
+		}
+		per[nSteps] = append(per[nSteps], at.Sub(prev))
+	}
+	if len(per[0]) == 0 {
+		return
+	}
+	fmt.Printf("where the time goes (%d sagas; p50 / p99):\n", len(per[0]))
+	names := append(stepNames[:], "-> decision consumed here")
+	for i, ds := range per {
+		slices.Sort(ds)
+		q := func(p float64) time.Duration { return ds[int(float64(len(ds)-1)*p)].Round(100 * time.Microsecond) }
+		fmt.Printf("  %-50s %8v / %v\n", names[i], q(0.5), q(0.99))
+	}
 }

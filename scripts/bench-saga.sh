@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The saga benchmark: make run's stack (bin/devstack: dev broker, order,
+# customer, projector) on fresh databases of its own, loaded by bin/loadgen.
+#
+#   1. as many orders as the system takes for $DURATION (64 in flight),
+#      after the pgbench reference (single-row INSERT, 8 clients) for as long:
+#      completed sagas/s, the ratio to pgbench, and each process's RSS;
+#   2. $RATE orders/s for $LATENCY_DURATION: saga latency p50/p95/p99.
+#
+# Everything runs on this machine, as in the README's figures. The stack's
+# databases (bench_*) and broker data are removed afterwards. Ports 9092 and
+# 8080-8082 must be free: stop make run first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}
+DURATION=${DURATION:-60s}
+RATE=${RATE:-250}
+LATENCY_DURATION=${LATENCY_DURATION:-30s}
+prefix=bench_
+
+for port in 9092 8080 8081 8082; do
+	if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+		echo "bench-saga: port $port is in use (is make run up?); stop it first" >&2
+		exit 1
+	fi
+done
+command -v pgbench >/dev/null || { echo "bench-saga: pgbench not found (Debian: postgresql-client)" >&2; exit 1; }
+
+make --no-print-directory build
+data=$(mktemp -d)
+drop_databases() {
+	for db in orders customers readmodel; do
+		PGOPTIONS=--client-min-messages=warning psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS ${prefix}${db} WITH (FORCE)" >/dev/null
+	done
+}
+drop_databases # a run that was killed may have left them
+DATABASE_URL=$DATABASE_URL bin/devstack -bin bin -data "$data/broker" -db-prefix "$prefix" >"$data/stack.log" 2>&1 &
+stack=$!
+stop() {
+	kill -INT "$stack" 2>/dev/null && wait "$stack" 2>/dev/null || true
+	drop_databases
+	rm -rf "$data"
+}
+trap stop EXIT
+
+for _ in $(seq 120); do
+	ready=0
+	for port in 8080 8081 8082; do
+		curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && ready=$((ready + 1))
+	done
+	[ "$ready" = 3 ] && break
+	kill -0 "$stack" 2>/dev/null || { cat "$data/stack.log" >&2; exit 1; }
+	sleep 0.5
+done
+[ "$ready" = 3 ] || { echo "bench-saga: the stack did not become ready" >&2; cat "$data/stack.log" >&2; exit 1; }
+
+echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(psql "$DATABASE_URL" -Atc 'SHOW server_version' | cut -d' ' -f1) Postgres, autovacuum $(psql "$DATABASE_URL" -Atc 'SHOW autovacuum')"
+echo "== throughput: as many orders as taken for $DURATION"
+DATABASE_URL=$DATABASE_URL bin/loadgen -duration "$DURATION" -settle 60s
+echo
+echo "== latency: $RATE orders/s for $LATENCY_DURATION"
+bin/loadgen -pgbench=false -rate "$RATE" -duration "$LATENCY_DURATION" -settle 30s
