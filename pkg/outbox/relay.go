@@ -433,8 +433,8 @@ func (r *Relay) publishBatch(ctx context.Context, conn *pgx.Conn, cl *kgo.Client
 
 // vacuumer vacuums the outbox after every so many deleted rows, for a server
 // that will not. Every published row is deleted; without vacuum the dead rows
-// stay, and each look at the outbox walks past more of them (seen: from 0.1
-// ms to 1.2 ms a look after a minute at 1,500 sagas/s).
+// stay, and each look at the outbox walks past more of them (seen at 250
+// sagas/s: 0.3 ms a look on a new stack, 1.2 ms after a minute at 1,500/s).
 type vacuumer struct {
 	pool    *pgxpool.Pool
 	every   int64
