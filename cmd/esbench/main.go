@@ -16,13 +16,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"runtime"
 	"runtime/pprof"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,6 +31,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/eventsaga/eventsaga/internal/pgbench"
 	"github.com/eventsaga/eventsaga/internal/pgdb"
 	"github.com/eventsaga/eventsaga/internal/pgmigrate"
 	"github.com/eventsaga/eventsaga/pkg/events"
@@ -130,8 +127,6 @@ type counter struct {
 
 func applyCounter(s counter, _ events.Event) counter { s.N++; return s }
 
-var pad = strings.Repeat("x", 200)
-
 // freshDB makes database esbench anew, migrated, and returns a pool on it
 // and a function that drops it.
 func freshDB(ctx context.Context, cfg config) (*pgxpool.Pool, string, func(), error) {
@@ -193,7 +188,7 @@ func benchAppend(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	defer drop()
-	if _, err := pool.Exec(ctx, `CREATE TABLE pgbench_rows (id bigserial PRIMARY KEY, data jsonb NOT NULL)`); err != nil {
+	if _, err := pool.Exec(ctx, pgbench.Table); err != nil {
 		return err
 	}
 	// Alone, like pgbench: no relay running and none to wake.
@@ -210,7 +205,7 @@ func benchAppend(ctx context.Context, cfg config, log *slog.Logger) error {
 		if _, err := pool.Exec(ctx, "CHECKPOINT"); err != nil {
 			return err
 		}
-		tps, err := pgbench(ctx, url, cfg)
+		tps, err := pgbench.Run(ctx, url, cfg.writers, cfg.duration)
 		if err != nil {
 			return err
 		}
@@ -266,29 +261,6 @@ func benchAppend(ctx context.Context, cfg config, log *slog.Logger) error {
 	return nil
 }
 
-func pgbench(ctx context.Context, url string, cfg config) (float64, error) {
-	dir, err := os.MkdirTemp("", "esbench")
-	if err != nil {
-		return 0, err
-	}
-	defer os.RemoveAll(dir)
-	script := filepath.Join(dir, "insert.sql")
-	if err := os.WriteFile(script, []byte(`INSERT INTO pgbench_rows (data) VALUES ('{"seq": 1, "total": "12.50", "pad": "`+pad+`"}');`+"\n"), 0o644); err != nil {
-		return 0, err
-	}
-	secs := strconv.Itoa(int(cfg.duration.Seconds()))
-	out, err := exec.CommandContext(ctx, "pgbench", "-n", "-c", strconv.Itoa(cfg.writers), "-j", "2",
-		"-T", secs, "-f", script, url).CombinedOutput()
-	if err != nil {
-		return 0, fmt.Errorf("pgbench: %v\n%s", err, out)
-	}
-	m := regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`).FindSubmatch(out)
-	if m == nil {
-		return 0, fmt.Errorf("no tps in pgbench output:\n%s", out)
-	}
-	return strconv.ParseFloat(string(m[1]), 64)
-}
-
 // appendRun has each writer append the next event to one of its own
 // aggregates, one event per transaction (a unit of work: one round trip),
 // for cfg.duration.
@@ -309,7 +281,7 @@ func appendRun(ctx context.Context, cfg config, store *eventstore.Store, repo *e
 			}
 			for i := 0; time.Now().Before(deadline); i++ {
 				var u eventstore.UnitOfWork
-				_, err := repo.Stage(&u, &aggs[i%len(aggs)], eventstore.Meta{}, BenchEvent{Seq: int64(i), Total: 1250, Pad: pad})
+				_, err := repo.Stage(&u, &aggs[i%len(aggs)], eventstore.Meta{}, BenchEvent{Seq: int64(i), Total: 1250, Pad: pgbench.Pad})
 				if err == nil {
 					err = store.Commit(ctx, &u)
 				}
@@ -341,7 +313,7 @@ func benchRelay(ctx context.Context, cfg config, log *slog.Logger) error {
 	sample, _ := json.Marshal(events.Envelope{
 		EventID: uuid.New(), EventType: "BenchEvent", SchemaVersion: 1, AggregateType: "bench", AggregateID: uuid.New(),
 		AggregateVersion: 1, OccurredAt: time.Now(), CorrelationID: uuid.New(), CausationID: uuid.New(),
-		Data: json.RawMessage(`{"seq":1,"total":"12.50","pad":"` + pad + `"}`),
+		Data: json.RawMessage(`{"seq":1,"total":"12.50","pad":"` + pgbench.Pad + `"}`),
 	})
 	_, err = pool.Exec(ctx, `
 INSERT INTO outbox (topic, key, value, header_keys, header_values)
@@ -449,7 +421,7 @@ func benchLatency(ctx context.Context, cfg config, log *slog.Logger) error {
 			late++
 		}
 		var u eventstore.UnitOfWork
-		envs, err := repo.Stage(&u, &agg[i%len(agg)], eventstore.Meta{}, BenchEvent{Seq: int64(i), Total: 1250, Pad: pad})
+		envs, err := repo.Stage(&u, &agg[i%len(agg)], eventstore.Meta{}, BenchEvent{Seq: int64(i), Total: 1250, Pad: pgbench.Pad})
 		if err == nil {
 			err = store.Commit(ctx, &u)
 		}

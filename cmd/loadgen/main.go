@@ -20,7 +20,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -34,6 +33,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/eventsaga/eventsaga/internal/pgbench"
 	"github.com/eventsaga/eventsaga/internal/pgdb"
 	"github.com/eventsaga/eventsaga/pkg/events"
 )
@@ -82,7 +82,7 @@ func run(ctx context.Context, cfg config) error {
 	var tps float64
 	if cfg.pgbench {
 		var err error
-		if tps, err = pgbench(ctx, cfg.databaseURL, cfg.duration); err != nil {
+		if tps, err = referenceTPS(ctx, cfg.databaseURL, cfg.duration); err != nil {
 			return err
 		}
 		fmt.Printf("pgbench reference: single-row INSERT, 8 clients, %v: %.0f tx/s\n", cfg.duration, tps)
@@ -390,7 +390,9 @@ func printRSS() {
 	}
 }
 
-func pgbench(ctx context.Context, server string, d time.Duration) (float64, error) {
+// referenceTPS is the pgbench figure of the issue: a single-row INSERT with 8
+// clients, for d, in a database of its own on server (dropped afterwards).
+func referenceTPS(ctx context.Context, server string, d time.Duration) (float64, error) {
 	admin, err := pgx.Connect(ctx, server)
 	if err != nil {
 		return 0, err
@@ -408,29 +410,12 @@ func pgbench(ctx context.Context, server string, d time.Duration) (float64, erro
 	if err != nil {
 		return 0, err
 	}
-	_, err = db.Exec(ctx, `CREATE TABLE pgbench_rows (id bigserial PRIMARY KEY, data jsonb NOT NULL)`)
+	_, err = db.Exec(ctx, pgbench.Table)
 	db.Close(ctx)
 	if err != nil {
 		return 0, err
 	}
-	dir, err := os.MkdirTemp("", "loadgen")
-	if err != nil {
-		return 0, err
-	}
-	defer os.RemoveAll(dir)
-	script := filepath.Join(dir, "insert.sql")
-	if err := os.WriteFile(script, []byte(`INSERT INTO pgbench_rows (data) VALUES ('{"seq": 1, "total": "12.50", "pad": "`+strings.Repeat("x", 200)+`"}');`+"\n"), 0o644); err != nil {
-		return 0, err
-	}
-	out, err := exec.CommandContext(ctx, "pgbench", "-n", "-c", "8", "-j", "2", "-T", strconv.Itoa(int(d.Seconds())), "-f", script, url).CombinedOutput()
-	if err != nil {
-		return 0, fmt.Errorf("pgbench: %v\n%s", err, out)
-	}
-	m := regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`).FindSubmatch(out)
-	if m == nil {
-		return 0, fmt.Errorf("no tps in pgbench output:\n%s", out)
-	}
-	return strconv.ParseFloat(string(m[1]), 64)
+	return pgbench.Run(ctx, url, 8, d)
 }
 
 func post(client *http.Client, url, body string, out any) error {
