@@ -3,8 +3,11 @@
 //
 // Postgres comes from TEST_DATABASE_URL when it is set, else from a
 // testcontainers Postgres when a Docker engine answers, else from the local
-// server at postgres://postgres@127.0.0.1:5432/postgres. Each test gets its
-// own database, cloned from a template migrated once per set of migrations.
+// server at postgres://postgres@127.0.0.1:5432/postgres when one answers
+// there, else from an embedded PostgreSQL (internal/pgembed) that the test
+// binary starts on a free port and that stops when the binary exits. Each
+// test gets its own database, cloned from a template migrated once per set
+// of migrations.
 //
 // Kafka comes from TEST_KAFKA_BROKERS when it is set, else from an
 // in-process kfake cluster per test.
@@ -14,9 +17,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -29,6 +35,7 @@ import (
 	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
 
 	"github.com/eventsaga/eventsaga/internal/pgdb"
+	"github.com/eventsaga/eventsaga/internal/pgembed"
 	"github.com/eventsaga/eventsaga/internal/pgmigrate"
 )
 
@@ -52,9 +59,74 @@ func server() (string, error) {
 			serverURL, serverErr = startContainer()
 			return
 		}
-		serverURL = localPostgres
+		if c, err := net.DialTimeout("tcp", "127.0.0.1:5432", time.Second); err == nil {
+			c.Close()
+			serverURL = localPostgres
+			return
+		}
+		serverURL, serverErr = startEmbedded()
 	})
 	return serverURL, serverErr
+}
+
+// startEmbedded starts the embedded server every test of this binary
+// shares. It is never stopped here: its supervisor stops it, and removes
+// its files, when this process exits. The binaries are kept in the
+// project's .postgres folder, where make run keeps them too.
+func startEmbedded() (string, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	home, err := os.MkdirTemp("", "eventsaga-test-postgres")
+	if err != nil {
+		return "", err
+	}
+	// The server's messages go to a file that is unlinked once it is up,
+	// so that what it says as it stops cannot be lost in a closed pipe.
+	log, err := os.CreateTemp("", "eventsaga-test-postgres-*.log")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(log.Name())
+	defer log.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	s, err := pgembed.Start(ctx, pgembed.Config{
+		Dir: filepath.Join(root, ".postgres"), Home: home, Port: port, Log: log, Remove: true,
+	})
+	if err != nil {
+		said, _ := os.ReadFile(log.Name())
+		os.RemoveAll(home)
+		return "", fmt.Errorf("embedded postgres: %w\n%s", err, said)
+	}
+	return s.URL(), nil
+}
+
+// moduleRoot is the folder of the go.mod above the working directory (a
+// test runs in its package's folder).
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory")
+		}
+		dir = parent
+	}
 }
 
 // dockerAnswers reports whether a Docker engine is reachable, quickly and
