@@ -138,9 +138,3 @@ func (r *Registry) Decode(env Envelope) (Event, error) {
 	}
 	return e, nil
 }
-
-// Known reports whether eventType is registered.
-func (r *Registry) Known(eventType string) bool {
-	_, ok := r.types[eventType]
-	return ok
-}

@@ -246,26 +246,6 @@ func (r *Repository[S]) StageAll(u *UnitOfWork, agg *Aggregate[S], ps []Pending)
 	return envs, nil
 }
 
-// Append records evs as the next events of agg within tx, with their outbox
-// rows, for a caller that already has a transaction (a consumer's handler).
-// It fails with a ConflictError if the stream has moved past agg.Version;
-// the transaction is then unusable and the caller starts over.
-//
-// agg moves to its new version when the statements succeed, before tx
-// commits: if tx rolls back, agg is ahead of the store and must be loaded
-// again, not reused.
-func (r *Repository[S]) Append(ctx context.Context, tx pgx.Tx, agg *Aggregate[S], meta Meta, evs ...events.Event) ([]events.Envelope, error) {
-	var u UnitOfWork
-	envs, err := r.Stage(&u, agg, meta, evs...)
-	if err != nil {
-		return nil, err
-	}
-	if err := u.send(ctx, tx); err != nil {
-		return nil, err
-	}
-	return envs, nil
-}
-
 // NewID returns a new aggregate ID: a UUIDv7, time-ordered, so that new
 // streams land at the end of the events index rather than anywhere in it.
 func NewID() uuid.UUID {

@@ -65,7 +65,7 @@ type Querier interface {
 type Config struct {
 	Pool     *pgxpool.Pool
 	Registry *events.Registry
-	// Notifier, if set, is told after each commit of Tx so that the relay
+	// Notifier, if set, is told after each Commit so that the relay
 	// publishes at once.
 	Notifier *outbox.Notifier
 	// SnapshotEvery: a snapshot is written each time a stream's version
@@ -99,24 +99,8 @@ func New(cfg Config) (*Store, error) {
 	return &Store{pool: cfg.Pool, reg: cfg.Registry, notifier: cfg.Notifier, snapshotEvery: int64(cfg.SnapshotEvery), now: cfg.Now}, nil
 }
 
-// Pool is the store's database.
-func (s *Store) Pool() *pgxpool.Pool { return s.pool }
-
 // Registry is the store's event registry.
 func (s *Store) Registry() *events.Registry { return s.reg }
-
-// Tx runs fn in a transaction, one unit of work: everything fn appends, and
-// whatever else it writes, commits together or not at all. After the commit
-// it wakes the relay.
-func (s *Store) Tx(ctx context.Context, fn func(pgx.Tx) error) error {
-	if err := pgx.BeginFunc(ctx, s.pool, fn); err != nil {
-		return err
-	}
-	if s.notifier != nil {
-		s.notifier.Notify()
-	}
-	return nil
-}
 
 // Meta is why events are appended: the saga they belong to and what caused
 // them. Zero IDs default to the aggregate's ID (correlation) and the

@@ -5,8 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"path"
+	"strings"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/google/uuid"
@@ -14,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/eventsaga/eventsaga/internal/pgmigrate"
 	"github.com/eventsaga/eventsaga/internal/testenv"
 	"github.com/eventsaga/eventsaga/pkg/events"
 	"github.com/eventsaga/eventsaga/pkg/eventstore"
@@ -158,71 +163,102 @@ func TestAppendAndLoad(t *testing.T) {
 	}
 }
 
-// Events and their outbox rows commit together: one message per event, keyed
-// by aggregate, carrying the envelope; a rolled-back append leaves nothing.
-func TestAppendWritesOutboxInSameTransaction(t *testing.T) {
-	f := setup(t, eventstore.Config{})
-	ctx := context.Background()
-	id := uuid.New()
-	trace := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-	err := f.store.Tx(ctx, func(tx pgx.Tx) error {
-		agg := f.repo.New(id)
-		_, err := f.repo.Append(ctx, tx, &agg, eventstore.Meta{TraceParent: trace}, Added{Amount: 5}, Reset{})
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows, _ := f.pool.Query(ctx, `SELECT topic, key, value, header_keys, header_values FROM outbox ORDER BY id`)
-	type row struct {
-		Topic, Key string
-		Value      []byte
-		HK         []string
-		HV         [][]byte
-	}
-	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 2 {
-		t.Fatalf("%d outbox rows, want 2", len(got))
-	}
-	for i, r := range got {
-		env, err := events.ParseEnvelope(r.Value)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.Topic != "tallies.events" || r.Key != id.String() || env.AggregateVersion != int64(i+1) {
-			t.Errorf("row %d: %s %s v%d", i, r.Topic, r.Key, env.AggregateVersion)
-		}
-		hs := map[string]string{}
-		for j := range r.HK {
-			hs[r.HK[j]] = string(r.HV[j])
-		}
-		if hs["event_type"] != env.EventType || hs["event_id"] != env.EventID.String() || hs["traceparent"] != trace {
-			t.Errorf("row %d headers %v", i, hs)
-		}
-	}
-
-	rolledBack := uuid.New()
-	errBoom := errors.New("boom")
-	err = f.store.Tx(ctx, func(tx pgx.Tx) error {
-		agg := f.repo.New(rolledBack)
-		if _, err := f.repo.Append(ctx, tx, &agg, eventstore.Meta{}, Added{Amount: 1}); err != nil {
-			return err
-		}
-		return errBoom
-	})
-	if !errors.Is(err, errBoom) {
-		t.Fatal(err)
-	}
-	var n int
-	_ = f.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM events WHERE aggregate_id = $1) + (SELECT count(*) FROM outbox WHERE key = $2)`, rolledBack, rolledBack.String()).Scan(&n)
-	if n != 0 {
-		t.Errorf("rolled-back append left %d rows", n)
-	}
+// The two ways production writes a unit of work: a command commits it on its
+// own (Store.Commit); a consumer sends it within the transaction in which it
+// records the delivery (UnitOfWork.Send, as DecideAll does), and commits that.
+var writePaths = []struct {
+	name  string
+	write func(ctx context.Context, f fixture, u *eventstore.UnitOfWork) error
+}{
+	{"commit", func(ctx context.Context, f fixture, u *eventstore.UnitOfWork) error {
+		return f.store.Commit(ctx, u)
+	}},
+	{"send in a transaction", func(ctx context.Context, f fixture, u *eventstore.UnitOfWork) error {
+		return pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error { return u.Send(ctx, tx) })
+	}},
 }
 
+// Events and their outbox rows commit together, whichever way the unit is
+// written: one message per event, keyed by aggregate, carrying the envelope;
+// a unit sent in a transaction that rolls back leaves nothing.
+func TestAppendWritesOutboxInSameTransaction(t *testing.T) {
+	trace := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	for _, wp := range writePaths {
+		t.Run(wp.name, func(t *testing.T) {
+			f := setup(t, eventstore.Config{})
+			ctx := context.Background()
+			id := uuid.New()
+			agg := f.repo.New(id)
+			var u eventstore.UnitOfWork
+			if _, err := f.repo.Stage(&u, &agg, eventstore.Meta{TraceParent: trace}, Added{Amount: 5}, Reset{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := wp.write(ctx, f, &u); err != nil {
+				t.Fatal(err)
+			}
+			rows, _ := f.pool.Query(ctx, `SELECT topic, key, value, header_keys, header_values FROM outbox ORDER BY id`)
+			type row struct {
+				Topic, Key string
+				Value      []byte
+				HK         []string
+				HV         [][]byte
+			}
+			got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 2 {
+				t.Fatalf("%d outbox rows, want 2", len(got))
+			}
+			for i, r := range got {
+				env, err := events.ParseEnvelope(r.Value)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Topic != "tallies.events" || r.Key != id.String() || env.AggregateVersion != int64(i+1) {
+					t.Errorf("row %d: %s %s v%d", i, r.Topic, r.Key, env.AggregateVersion)
+				}
+				hs := map[string]string{}
+				for j := range r.HK {
+					hs[r.HK[j]] = string(r.HV[j])
+				}
+				if hs["event_type"] != env.EventType || hs["event_id"] != env.EventID.String() || hs["traceparent"] != trace {
+					t.Errorf("row %d headers %v", i, hs)
+				}
+			}
+		})
+	}
+
+	t.Run("rolled back", func(t *testing.T) {
+		f := setup(t, eventstore.Config{})
+		ctx := context.Background()
+		rolledBack := uuid.New()
+		errBoom := errors.New("boom")
+		err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
+			agg := f.repo.New(rolledBack)
+			var u eventstore.UnitOfWork
+			if _, err := f.repo.Stage(&u, &agg, eventstore.Meta{}, Added{Amount: 1}); err != nil {
+				return err
+			}
+			if err := u.Send(ctx, tx); err != nil {
+				return err
+			}
+			return errBoom // the handler fails after the unit was sent
+		})
+		if !errors.Is(err, errBoom) {
+			t.Fatal(err)
+		}
+		var n int
+		_ = f.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM events WHERE aggregate_id = $1) + (SELECT count(*) FROM outbox WHERE key = $2)`, rolledBack, rolledBack.String()).Scan(&n)
+		if n != 0 {
+			t.Errorf("rolled-back append left %d rows", n)
+		}
+	})
+}
+
+// Writers that all read version 1 append version 2 at once, half as commands
+// (Commit, grouped with one another) and half as consumers (Send in their own
+// transactions): exactly one wins, and every other gets a conflict.
 func TestConcurrentAppendsAtSameVersionExactlyOneWins(t *testing.T) {
 	f := setup(t, eventstore.Config{})
 	ctx := context.Background()
@@ -234,17 +270,35 @@ func TestConcurrentAppendsAtSameVersionExactlyOneWins(t *testing.T) {
 	results := make(chan error, writers)
 	var loaded sync.WaitGroup
 	loaded.Add(writers)
+	// appendAfterStart loads the stream with q, waits until every writer
+	// has read version 1, and stages the append into u.
+	appendAfterStart := func(q eventstore.Querier, u *eventstore.UnitOfWork, amount int) error {
+		agg, err := f.repo.Load(ctx, q, id)
+		loaded.Done()
+		if err != nil {
+			return err
+		}
+		<-start
+		_, err = f.repo.Stage(u, &agg, eventstore.Meta{}, Added{Amount: amount})
+		return err
+	}
 	for i := range writers {
 		go func() {
-			results <- f.store.Tx(ctx, func(tx pgx.Tx) error {
-				agg, err := f.repo.Load(ctx, tx, id)
-				loaded.Done()
-				if err != nil {
+			var u eventstore.UnitOfWork
+			if i%2 == 0 { // a command: load, then commit
+				if err := appendAfterStart(f.pool, &u, 100+i); err != nil {
+					results <- err
+					return
+				}
+				results <- f.store.Commit(ctx, &u)
+				return
+			}
+			// a consumer: load and send within its transaction
+			results <- pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
+				if err := appendAfterStart(tx, &u, 100+i); err != nil {
 					return err
 				}
-				<-start // every writer has read version 1 before any appends
-				_, err = f.repo.Append(ctx, tx, &agg, eventstore.Meta{}, Added{Amount: 100 + i})
-				return err
+				return u.Send(ctx, tx)
 			})
 		}()
 	}
@@ -277,23 +331,27 @@ func TestConcurrentAppendsAtSameVersionExactlyOneWins(t *testing.T) {
 func TestAppendBeyondCurrentVersionConflicts(t *testing.T) {
 	f := setup(t, eventstore.Config{})
 	ctx := context.Background()
-	id := uuid.New()
-	f.add(t, id, 1)
-	err := f.store.Tx(ctx, func(tx pgx.Tx) error {
-		agg := eventstore.Aggregate[tally]{ID: id, Version: 5}
-		_, err := f.repo.Append(ctx, tx, &agg, eventstore.Meta{}, Added{Amount: 1})
-		return err
-	})
-	if !errors.Is(err, eventstore.ErrConflict) {
-		t.Errorf("append at version 5 of a stream at 1: %v", err)
-	}
-	err = f.store.Tx(ctx, func(tx pgx.Tx) error {
-		agg := f.repo.New(id) // version 0, but the stream exists
-		_, err := f.repo.Append(ctx, tx, &agg, eventstore.Meta{}, Added{Amount: 1})
-		return err
-	})
-	if !errors.Is(err, eventstore.ErrConflict) {
-		t.Errorf("create over an existing stream: %v", err)
+	for _, wp := range writePaths {
+		t.Run(wp.name, func(t *testing.T) {
+			id := uuid.New()
+			f.add(t, id, 1)
+			agg := eventstore.Aggregate[tally]{ID: id, Version: 5}
+			var u eventstore.UnitOfWork
+			if _, err := f.repo.Stage(&u, &agg, eventstore.Meta{}, Added{Amount: 1}); err != nil {
+				t.Fatal(err)
+			}
+			if err := wp.write(ctx, f, &u); !errors.Is(err, eventstore.ErrConflict) {
+				t.Errorf("append at version 5 of a stream at 1: %v", err)
+			}
+			agg = f.repo.New(id) // version 0, but the stream exists
+			u = eventstore.UnitOfWork{}
+			if _, err := f.repo.Stage(&u, &agg, eventstore.Meta{}, Added{Amount: 1}); err != nil {
+				t.Fatal(err)
+			}
+			if err := wp.write(ctx, f, &u); !errors.Is(err, eventstore.ErrConflict) {
+				t.Errorf("create over an existing stream: %v", err)
+			}
+		})
 	}
 }
 
@@ -732,5 +790,71 @@ func TestUnitOfManyStreamsNamesTheOneThatMoved(t *testing.T) {
 				t.Errorf("aggregates moved by a failed unit: %d %d %d %d", a.Version, c.Version, fresh.Version, moved.Version)
 			}
 		})
+	}
+}
+
+// An event too large to publish is refused when it is staged, with the
+// events staged beside it: a unit never holds events without all of their
+// outbox rows, and committing it writes nothing.
+func TestStageRefusesEventTooLargeToPublish(t *testing.T) {
+	f := setup(t, eventstore.Config{})
+	ctx := context.Background()
+	agg := f.repo.New(uuid.New())
+	var u eventstore.UnitOfWork
+	huge := eventstore.Meta{TraceParent: strings.Repeat("0", outbox.MaxMessageBytes)} // carried as a record header
+	ps := []eventstore.Pending{{Event: Added{Amount: 1}}, {Meta: huge, Event: Added{Amount: 2}}}
+	if _, err := f.repo.StageAll(&u, &agg, ps); !errors.Is(err, outbox.ErrMessageTooLarge) {
+		t.Fatalf("staging an event too large to publish: %v", err)
+	}
+	if err := f.store.Commit(ctx, &u); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	_ = f.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM outbox)`).Scan(&n)
+	if n != 0 || agg.Version != 0 {
+		t.Errorf("after the refusal: %d rows, aggregate at version %d", n, agg.Version)
+	}
+}
+
+// A database migrated before 004 had eventstore_expect_version, which
+// nothing calls any more; migrating it drops the function and keeps the one
+// appends use. A new database never has it.
+func TestMigrationDropsUnusedExpectVersion(t *testing.T) {
+	ctx := context.Background()
+	m := eventstore.Migration()
+	exists := func(pool *pgxpool.Pool, fn string) bool {
+		t.Helper()
+		var ok bool
+		if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = $1)`, fn).Scan(&ok); err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+
+	old := fstest.MapFS{}
+	for _, name := range []string{"001_events.sql", "002_expect_version.sql", "003_expect_versions.sql"} {
+		b, err := fs.ReadFile(m.FS, path.Join(m.Dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		old[path.Join(m.Dir, name)] = &fstest.MapFile{Data: b}
+	}
+	pool := testenv.Postgres(t)
+	if err := pgmigrate.Apply(ctx, pool, pgmigrate.Migration{VersionTable: m.VersionTable, FS: old, Dir: m.Dir}); err != nil {
+		t.Fatal(err)
+	}
+	if !exists(pool, "eventstore_expect_version") {
+		t.Fatal("migrations 001-003 did not create eventstore_expect_version")
+	}
+	if err := pgmigrate.Apply(ctx, pool, m); err != nil {
+		t.Fatal(err)
+	}
+	if exists(pool, "eventstore_expect_version") || !exists(pool, "eventstore_expect_versions") {
+		t.Errorf("after migrating: eventstore_expect_version %v, eventstore_expect_versions %v; want false, true",
+			exists(pool, "eventstore_expect_version"), exists(pool, "eventstore_expect_versions"))
+	}
+
+	if fresh := setup(t, eventstore.Config{}).pool; exists(fresh, "eventstore_expect_version") {
+		t.Error("a new database has eventstore_expect_version")
 	}
 }

@@ -98,9 +98,11 @@ func (u *UnitOfWork) send(ctx context.Context, s batchSender) error {
 }
 
 // Send runs the unit's statements within tx, for a caller that has a
-// transaction already (a consumer's handler): they commit with tx. The
-// aggregates staged in it move to their new versions when the statements
-// succeed, before tx commits.
+// transaction already (a consumer's handler): they commit with tx. If a
+// stream has moved, it fails with a ConflictError; tx is then unusable and
+// the caller starts over. The aggregates staged in it move to their new
+// versions when the statements succeed, before tx commits: if tx rolls back,
+// they are ahead of the store and must be loaded again, not reused.
 func (u *UnitOfWork) Send(ctx context.Context, tx pgx.Tx) error { return u.send(ctx, tx) }
 
 // Commit sends the unit as one transaction and wakes the relay. On success

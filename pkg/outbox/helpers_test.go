@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -47,11 +47,27 @@ func (e env) message(t testing.TB, agg uuid.UUID, v int64) Message {
 	return Message{Topic: e.topic, Key: agg.String(), Value: b, Headers: []Header{{Key: "event_id", Value: []byte(env.EventID.String())}}}
 }
 
-// commit enqueues msgs in a transaction of their own.
+// execer is a pool, connection or transaction.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// insert writes msgs to the outbox through q with Insert's statement, the one
+// the event store's unit of work sends: within q if it is a transaction, in
+// a transaction of its own if it is a pool.
+func insert(ctx context.Context, q execer, msgs ...Message) error {
+	sql, args, err := Insert(msgs...)
+	if err != nil {
+		return err
+	}
+	_, err = q.Exec(ctx, sql, args...)
+	return err
+}
+
+// commit writes msgs to the outbox in a transaction of their own.
 func (e env) commit(t testing.TB, msgs ...Message) {
 	t.Helper()
-	err := pgx.BeginFunc(context.Background(), e.pool, func(tx pgx.Tx) error { return Enqueue(context.Background(), tx, msgs...) })
-	if err != nil {
+	if err := insert(context.Background(), e.pool, msgs...); err != nil {
 		t.Fatal(err)
 	}
 }

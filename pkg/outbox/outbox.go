@@ -2,8 +2,9 @@
 // and from Kafka into another service's database without losing or
 // double-applying any of them.
 //
-//   - Enqueue writes outbox rows in the caller's transaction, beside the
-//     state change they announce: both commit or neither does.
+//   - Insert is the statement that writes outbox rows; the caller sends it
+//     in the transaction of the state change they announce (the event
+//     store's unit of work does), so both commit or neither does.
 //   - Relay publishes committed rows to Kafka and deletes each row only after
 //     Kafka acknowledged it. A crash in between publishes again: duplicates
 //     are possible, loss is not.
@@ -24,7 +25,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/plugin/kslog"
@@ -117,22 +117,6 @@ func Insert(msgs ...Message) (sql string, args []any, err error) {
 		hkeys, hvalues = []string{}, [][]byte{}
 	}
 	return insertMessages, []any{topics, keys, values, hkeys, hvalues, from, to}, nil
-}
-
-// Enqueue writes msgs to the outbox within tx. They are published after tx
-// commits, in the order given for each key.
-func Enqueue(ctx context.Context, tx pgx.Tx, msgs ...Message) error {
-	if len(msgs) == 0 {
-		return nil
-	}
-	sql, args, err := Insert(msgs...)
-	if err != nil {
-		return err
-	}
-	if _, err := tx.Exec(ctx, sql, args...); err != nil {
-		return fmt.Errorf("enqueue %d messages: %w", len(msgs), err)
-	}
-	return nil
 }
 
 // Notifier wakes the active relay after a commit that wrote outbox rows.

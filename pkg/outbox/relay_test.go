@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -30,7 +29,7 @@ func TestRelayPublishesRowCommittedOutOfIDOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer slow.Rollback(ctx)
-	if err := Enqueue(ctx, slow, e.message(t, late, 1)); err != nil {
+	if err := insert(ctx, slow, e.message(t, late, 1)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -150,8 +149,7 @@ func TestTwoRelaysOneActiveAndTakeover(t *testing.T) {
 		for i := 0; ctx.Err() == nil; i++ {
 			k := keyOf(i % keys)
 			m := e.message(t, k, versions[k.String()]+1)
-			err := pgx.BeginFunc(context.Background(), e.pool, func(tx pgx.Tx) error { return Enqueue(context.Background(), tx, m) })
-			if err != nil {
+			if err := insert(context.Background(), e.pool, m); err != nil {
 				t.Errorf("writer: %v", err) // not Fatal: this is not the test's goroutine
 				return
 			}
@@ -234,12 +232,13 @@ func TestRelayKeepsRowsKafkaRefused(t *testing.T) {
 	}
 }
 
-func TestEnqueueRefusesOversizedMessage(t *testing.T) {
+// An oversized message is refused, and the messages beside it with it:
+// nothing is written.
+func TestInsertRefusesOversizedMessage(t *testing.T) {
 	e := newEnv(t, 1)
 	m := e.message(t, keyOf(1), 1)
 	m.Value = make([]byte, MaxMessageBytes)
-	err := pgx.BeginFunc(context.Background(), e.pool, func(tx pgx.Tx) error { return Enqueue(context.Background(), tx, m) })
-	if !errors.Is(err, ErrMessageTooLarge) {
+	if err := insert(context.Background(), e.pool, e.message(t, keyOf(2), 1), m); !errors.Is(err, ErrMessageTooLarge) {
 		t.Errorf("oversized message: %v", err)
 	}
 	if n := e.outboxRows(t); n != 0 {
@@ -334,9 +333,9 @@ func TestRelayGivesUpOnAStuckBatch(t *testing.T) {
 	}
 }
 
-// Many messages enqueued in one statement keep their order and each its own
+// Many messages inserted in one statement keep their order and each its own
 // headers, however many it has (none too).
-func TestEnqueueManyKeepsOrderAndHeaders(t *testing.T) {
+func TestInsertManyKeepsOrderAndHeaders(t *testing.T) {
 	e := newEnv(t, 1)
 	agg := keyOf(7)
 	var msgs []Message
