@@ -225,7 +225,7 @@ func Run(ctx context.Context, log *slog.Logger, ln net.Listener, parts Parts, dr
 	}
 	apiCtx, stopAPI := context.WithCancel(workCtx)
 	defer stopAPI()
-	api.Go(func() { fail("http", httpapi.Serve(apiCtx, parts.HTTP, ln, drain)) })
+	api.Go(func() { fail("http", httpapi.Serve(apiCtx, log, parts.HTTP, ln, drain)) })
 
 	var err error
 	select {
