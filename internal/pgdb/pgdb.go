@@ -8,10 +8,17 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
+
+// Local is the server every program here uses when DATABASE_URL is unset:
+// the one on 127.0.0.1:5432, which make run starts (embedded) when none
+// answers there. The password is the embedded server's; a local server that
+// trusts loopback connections ignores it.
+const Local = "postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable"
 
 // WithDatabase returns the connection string raw with its database replaced
 // by db; it takes URLs and key=value strings.
@@ -23,12 +30,127 @@ func WithDatabase(raw, db string) string {
 	return raw + " dbname=" + db // in a key=value string the last value wins
 }
 
-// Redact hides a password in a connection string, for messages.
+// redacted is what stands in for a secret that Redact hides.
+const redacted = "xxxxx"
+
+// Redact hides the passwords in a connection string, for messages: in a URL
+// the one in the user info and a password (or sslpassword) query parameter,
+// in a key=value string the value of password (or sslpassword), quoted or
+// not.
 func Redact(raw string) string {
-	if u, err := url.Parse(raw); err == nil && u.User != nil {
-		return u.Redacted()
+	lower := strings.ToLower(raw)
+	if !strings.HasPrefix(lower, "postgres://") && !strings.HasPrefix(lower, "postgresql://") {
+		return redactKeywordValue(raw)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return redactURLText(raw)
+	}
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), redacted)
+	}
+	u.RawQuery = redactQuery(u.RawQuery)
+	return u.String()
+}
+
+// secretKey reports whether a connection parameter holds a secret.
+func secretKey(key string) bool {
+	key = strings.ToLower(key)
+	return key == "password" || key == "sslpassword"
+}
+
+// redactQuery hides the secret parameters of a URL's raw query, keeping the
+// others as they are.
+func redactQuery(raw string) string {
+	if raw == "" {
+		return raw
+	}
+	parts := strings.Split(raw, "&")
+	for i, part := range parts {
+		k, _, found := strings.Cut(part, "=")
+		key, err := url.QueryUnescape(k)
+		if err != nil {
+			key = k
+		}
+		if found && secretKey(key) {
+			parts[i] = k + "=" + redacted
+		}
+	}
+	return strings.Join(parts, "&")
+}
+
+// redactURLText hides the password of a URL that does not parse (the
+// connection will fail, and its error is still worth printing): whatever
+// stands between the user name and the last @, and the query's secrets.
+func redactURLText(raw string) string {
+	start := strings.Index(raw, "://") + len("://")
+	if at := strings.LastIndex(raw, "@"); at > start {
+		if colon := strings.Index(raw[start:at], ":"); colon >= 0 {
+			raw = raw[:start+colon+1] + redacted + raw[at:]
+		}
+	}
+	if q := strings.Index(raw, "?"); q >= 0 {
+		raw = raw[:q+1] + redactQuery(raw[q+1:])
 	}
 	return raw
+}
+
+// redactKeywordValue hides the secrets of a key=value connection string, as
+// libpq reads one: pairs separated by white space, white space allowed
+// around the =, a value either single-quoted (with \' and \\ inside) or
+// running to the next white space (with \ escaping the next character).
+func redactKeywordValue(raw string) string {
+	var b strings.Builder
+	i, last := 0, 0
+	for i < len(raw) {
+		i = skipSpace(raw, i)
+		keyStart := i
+		for i < len(raw) && raw[i] != '=' && !isSpace(raw[i]) {
+			i++
+		}
+		key := raw[keyStart:i]
+		i = skipSpace(raw, i)
+		if i >= len(raw) || raw[i] != '=' {
+			continue // a key without a value: not a connection string to parse
+		}
+		i = skipSpace(raw, i+1)
+		valueStart := i
+		if i < len(raw) && raw[i] == '\'' {
+			for i++; i < len(raw); i++ {
+				if raw[i] == '\\' {
+					i++
+				} else if raw[i] == '\'' {
+					i++
+					break
+				}
+			}
+		} else {
+			for ; i < len(raw) && !isSpace(raw[i]); i++ {
+				if raw[i] == '\\' {
+					i++
+				}
+			}
+		}
+		i = min(i, len(raw))
+		if secretKey(key) {
+			b.WriteString(raw[last:valueStart])
+			b.WriteString(redacted)
+			last = i
+		}
+	}
+	b.WriteString(raw[last:])
+	return b.String()
+}
+
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'
+}
+
+func skipSpace(s string, i int) int {
+	for i < len(s) && isSpace(s[i]) {
+		i++
+	}
+	return i
 }
 
 // Ensure creates database name on the server of adminURL unless it exists.
