@@ -1,15 +1,14 @@
 # The index of what a developer can do here. CI runs `make lint test`.
 
 GO      ?= go
-DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
 # The projector's database as make run sets it up (devstack: "readmodel").
-READMODEL_URL ?= postgres://postgres@127.0.0.1:5432/readmodel?sslmode=disable
+READMODEL_URL ?= postgres://postgres:postgres@127.0.0.1:5432/readmodel?sslmode=disable
 
-.PHONY: run build test bench bench-saga lint devbroker rebuild demo watch
+.PHONY: run build test bench bench-saga lint devbroker devpostgres rebuild demo watch
 
-## run: the dev Kafka broker (127.0.0.1:9092) and the services (order :8080, customer :8081, projector :8082); Ctrl-C stops all
+## run: the dev Kafka broker (127.0.0.1:9092), the services (order :8080, customer :8081, projector :8082) and, unless DATABASE_URL is set or a Postgres answers on 127.0.0.1:5432, an embedded PostgreSQL (data in .postgres); Ctrl-C stops all
 run: build
-	DATABASE_URL=$(DATABASE_URL) exec bin/devstack -bin bin -data .devbroker
+	exec bin/devstack -bin bin -data .devbroker -pgdata .postgres
 
 ## demo: against a running stack (make run), sagas that end in each way, step by step
 demo: build
@@ -27,25 +26,31 @@ build:
 devbroker: build
 	exec bin/devbroker -port 9092 -data .devbroker
 
-## test: every test, with the race detector, against the local Postgres and in-process Kafka
+## devpostgres: the embedded PostgreSQL of make run alone (127.0.0.1:5432, data in .postgres)
+devpostgres: build
+	exec bin/devpostgres -port 5432 -dir .postgres
+
+## test: every test, with the race detector, on in-process Kafka and Postgres from TEST_DATABASE_URL, Docker, 127.0.0.1:5432 or embedded
 test:
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-## bench: the saga benchmark (bench-saga), then the event store's and the projector's
-bench: bench-saga
-	DATABASE_URL=$(DATABASE_URL) $(GO) run ./cmd/esbench
-	DATABASE_URL=$(DATABASE_URL) $(GO) run ./cmd/projbench
+## bench: the saga benchmark (bench-saga), then the event store's and the projector's, on make run's Postgres
+bench:
+	scripts/with-postgres.sh sh -c 'scripts/bench-saga.sh && $(GO) run ./cmd/esbench && $(GO) run ./cmd/projbench'
 
 ## bench-saga: make run's stack on fresh databases; sagas/s for 60 s vs pgbench, latency at 250/s, RSS
 bench-saga:
-	DATABASE_URL='$(DATABASE_URL)' scripts/bench-saga.sh
+	scripts/with-postgres.sh scripts/bench-saga.sh
 
 ## rebuild: rebuild the read models of make run's stack beside the running projector
 rebuild: build
 	DATABASE_URL='$(READMODEL_URL)' KAFKA_BROKERS=127.0.0.1:9092 bin/projector rebuild
 
-## lint: formatting and vet
+## lint: formatting, vet, a tidy go.mod and staticcheck (pinned, run through the module proxy, not a dependency in go.mod)
+lint: STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) mod tidy -diff
+	$(STATICCHECK) ./...

@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}
+DATABASE_URL=${DATABASE_URL:?run it through scripts/with-postgres.sh (make bench-saga does)}
 DURATION=${DURATION:-60s}
 RATE=${RATE:-250}
 LATENCY_DURATION=${LATENCY_DURATION:-30s}
@@ -26,7 +26,6 @@ for port in 9092 8080 8081 8082; do
 		exit 1
 	fi
 done
-command -v pgbench >/dev/null || { echo "bench-saga: pgbench not found (Debian: postgresql-client)" >&2; exit 1; }
 
 make --no-print-directory build
 data=$(mktemp -d)

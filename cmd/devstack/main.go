@@ -1,8 +1,11 @@
 // Command devstack runs the whole system on one machine without Docker: the
 // dev Kafka broker and each service as processes of their own, each service
 // with its own database on the Postgres of DATABASE_URL (created if missing).
-// It prints where everything listens and, on Ctrl-C, stops the services
-// first (they drain and commit) and the broker last (it saves its data).
+// With no DATABASE_URL it uses the Postgres that answers on 127.0.0.1:5432,
+// and when none does it starts one (devpostgres: an embedded PostgreSQL with
+// its data in -pgdata). It prints where everything listens and, on Ctrl-C,
+// stops the services first (they drain and commit), then the broker (it saves
+// its data), then the Postgres it started.
 //
 // It runs the binaries in -bin (make run builds them there).
 package main
@@ -10,7 +13,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -25,6 +27,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/eventsaga/eventsaga/internal/pgdb"
 )
@@ -42,7 +46,8 @@ type service struct {
 	name  string
 	addr  string // host:port it serves on
 	env   []string
-	ready string // URL that answers 200 when it is up; "" for the broker
+	ready string        // URL that answers 200 when it is up; "" for the broker
+	wait  time.Duration // how long it may take to come up; 60 s if 0
 	cmd   *exec.Cmd
 	done  chan error
 }
@@ -52,15 +57,23 @@ func run(log *slog.Logger) error {
 	data := flag.String("data", ".devbroker", "the broker's data directory")
 	kafkaPort := flag.Int("kafka-port", 9092, "port of the dev broker on 127.0.0.1")
 	dbPrefix := flag.String("db-prefix", "", "prefix of the services' database names (orders, customers, readmodel)")
+	pgData := flag.String("pgdata", ".postgres", "folder of the embedded Postgres started when DATABASE_URL is unset and none answers on 127.0.0.1:5432")
 	flag.Parse()
-	server := os.Getenv("DATABASE_URL")
-	if server == "" {
-		server = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	}
 	brokers := "127.0.0.1:" + strconv.Itoa(*kafkaPort)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+
+	server, startPostgres := os.Getenv("DATABASE_URL"), false
+	if server == "" {
+		server = pgdb.Local
+		if c, err := net.DialTimeout("tcp", "127.0.0.1:5432", time.Second); err == nil {
+			c.Close()
+			log.Info("DATABASE_URL is unset: using the Postgres on 127.0.0.1:5432", "url", pgdb.Redact(server))
+		} else {
+			startPostgres = true
+		}
+	}
 
 	broker := &service{name: "devbroker", addr: brokers}
 	svcs := []*service{
@@ -89,6 +102,19 @@ func run(log *slog.Logger) error {
 		}
 	}
 
+	embedded := ""
+	if startPostgres {
+		pg := &service{name: "postgres", addr: "127.0.0.1:5432", wait: 5 * time.Minute}
+		log.Info("DATABASE_URL is unset and nothing answers on 127.0.0.1:5432: starting an embedded PostgreSQL (the first start fetches it)", "folder", *pgData)
+		if err := start(pg, filepath.Join(*bin, "devpostgres"), "-port", "5432", "-dir", *pgData); err != nil {
+			return err
+		}
+		defer stopAll(log, pg) // last: the services and the broker stop first
+		if err := waitPostgres(ctx, pg, server); err != nil {
+			return err
+		}
+		embedded = fmt.Sprintf("  (embedded, data in %s; psql '%s')", filepath.Join(*pgData, "data"), server)
+	}
 	if err := start(broker, filepath.Join(*bin, "devbroker"), "-port", strconv.Itoa(*kafkaPort), "-data", *data); err != nil {
 		return err
 	}
@@ -110,6 +136,7 @@ func run(log *slog.Logger) error {
 	}
 	fmt.Printf("\nThe stack is running (Ctrl-C stops it):\n")
 	fmt.Printf("  kafka      %s  (data in %s)\n", brokers, *data)
+	fmt.Printf("  postgres   %s%s\n", pgdb.Redact(server), embedded)
 	for _, s := range svcs {
 		fmt.Printf("  %-10s http://%s\n", s.name, s.addr)
 	}
@@ -195,6 +222,16 @@ func waitTCP(ctx context.Context, s *service) error {
 	})
 }
 
+func waitPostgres(ctx context.Context, s *service, url string) error {
+	return poll(ctx, s, func() bool {
+		c, err := pgx.Connect(ctx, url)
+		if err == nil {
+			c.Close(ctx)
+		}
+		return err == nil
+	})
+}
+
 func waitReady(ctx context.Context, s *service) error {
 	return poll(ctx, s, func() bool {
 		resp, err := http.Get(s.ready)
@@ -207,7 +244,11 @@ func waitReady(ctx context.Context, s *service) error {
 }
 
 func poll(ctx context.Context, s *service, up func() bool) error {
-	deadline := time.Now().Add(60 * time.Second)
+	wait := s.wait
+	if wait == 0 {
+		wait = 60 * time.Second
+	}
+	deadline := time.Now().Add(wait)
 	for !up() {
 		select {
 		case <-ctx.Done():
@@ -218,7 +259,7 @@ func poll(ctx context.Context, s *service, up func() bool) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return errors.New(s.name + " did not come up within 60s")
+			return fmt.Errorf("%s did not come up within %s", s.name, wait)
 		}
 	}
 	return nil

@@ -79,7 +79,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	}
 	cfg.databaseURL = os.Getenv("DATABASE_URL")
 	if cfg.databaseURL == "" {
-		cfg.databaseURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+		cfg.databaseURL = pgdb.Local
 	}
 
 	if b := os.Getenv("KAFKA_BROKERS"); b != "" {

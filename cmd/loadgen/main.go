@@ -60,7 +60,7 @@ func main() {
 	flag.IntVar(&cfg.concurrency, "concurrency", 64, "requests in flight at most")
 	flag.DurationVar(&cfg.duration, "duration", 60*time.Second, "how long orders are placed")
 	flag.DurationVar(&cfg.settle, "settle", 30*time.Second, "how long to wait afterwards for the last decisions")
-	flag.StringVar(&cfg.databaseURL, "database", envOr("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"), "Postgres server for the pgbench reference")
+	flag.StringVar(&cfg.databaseURL, "database", envOr("DATABASE_URL", pgdb.Local), "Postgres server for the pgbench reference")
 	flag.BoolVar(&cfg.pgbench, "pgbench", true, "run the pgbench reference (single-row INSERT, 8 clients) first")
 	flag.Parse()
 	cfg.brokers = strings.Split(brokers, ",")

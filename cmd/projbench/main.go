@@ -82,7 +82,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	}
 	server := os.Getenv("DATABASE_URL")
 	if server == "" {
-		server = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+		server = pgdb.Local
 	}
 	var brokers []string
 	if b := os.Getenv("KAFKA_BROKERS"); b != "" {

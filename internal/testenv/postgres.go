@@ -39,8 +39,6 @@ import (
 	"github.com/eventsaga/eventsaga/internal/pgmigrate"
 )
 
-const localPostgres = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-
 var (
 	serverOnce sync.Once
 	serverURL  string
@@ -61,7 +59,7 @@ func server() (string, error) {
 		}
 		if c, err := net.DialTimeout("tcp", "127.0.0.1:5432", time.Second); err == nil {
 			c.Close()
-			serverURL = localPostgres
+			serverURL = pgdb.Local
 			return
 		}
 		serverURL, serverErr = startEmbedded()

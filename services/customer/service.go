@@ -15,6 +15,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/eventsaga/eventsaga/internal/pgdb"
 	"github.com/eventsaga/eventsaga/internal/platform"
 	"github.com/eventsaga/eventsaga/pkg/events"
 	"github.com/eventsaga/eventsaga/pkg/events/customers"
@@ -30,7 +31,7 @@ type Config = platform.Config
 // LoadConfig reads the configuration from getenv (os.Getenv in main).
 func LoadConfig(getenv func(string) string) (Config, error) {
 	return platform.Load(getenv, platform.Defaults{
-		DatabaseURL: "postgres://postgres@127.0.0.1:5432/customers?sslmode=disable", HTTPAddr: ":8081", ConsumerGroup: "customer-service",
+		DatabaseURL: pgdb.WithDatabase(pgdb.Local, "customers"), HTTPAddr: ":8081", ConsumerGroup: "customer-service",
 	})
 }
 

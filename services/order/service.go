@@ -17,6 +17,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/eventsaga/eventsaga/internal/pgdb"
 	"github.com/eventsaga/eventsaga/internal/pgmigrate"
 	"github.com/eventsaga/eventsaga/internal/platform"
 	"github.com/eventsaga/eventsaga/pkg/events"
@@ -41,7 +42,7 @@ type Config = platform.Config
 // LoadConfig reads the configuration from getenv (os.Getenv in main).
 func LoadConfig(getenv func(string) string) (Config, error) {
 	return platform.Load(getenv, platform.Defaults{
-		DatabaseURL: "postgres://postgres@127.0.0.1:5432/orders?sslmode=disable", HTTPAddr: ":8080", ConsumerGroup: "order-service",
+		DatabaseURL: pgdb.WithDatabase(pgdb.Local, "orders"), HTTPAddr: ":8080", ConsumerGroup: "order-service",
 	})
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/eventsaga/eventsaga/internal/pgdb"
 	"github.com/eventsaga/eventsaga/internal/pgmigrate"
 	"github.com/eventsaga/eventsaga/internal/platform"
 	"github.com/eventsaga/eventsaga/pkg/events"
@@ -50,7 +51,7 @@ type Config = platform.Config
 // LoadConfig reads the configuration from getenv (os.Getenv in main).
 func LoadConfig(getenv func(string) string) (Config, error) {
 	return platform.Load(getenv, platform.Defaults{
-		DatabaseURL: "postgres://postgres@127.0.0.1:5432/readmodel?sslmode=disable", HTTPAddr: ":8082", ConsumerGroup: "projector",
+		DatabaseURL: pgdb.WithDatabase(pgdb.Local, "readmodel"), HTTPAddr: ":8082", ConsumerGroup: "projector",
 	})
 }
 
