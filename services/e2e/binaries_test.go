@@ -47,7 +47,7 @@ func TestBinariesRunASagaAndStopOnSIGTERM(t *testing.T) {
 		t.Cleanup(func() { _ = cmd.Process.Kill() })
 		url := "http://" + addr
 		testenv.WaitFor(t, 30*time.Second, name+" to be ready", func() bool {
-			status, _ := tryCall(url + "/readyz")
+			status, _ := tryCall(t, url+"/readyz")
 			return status == 200
 		})
 		return cmd, url, &logs

@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/eventsaga/eventsaga/internal/platform"
 	"github.com/eventsaga/eventsaga/internal/testenv"
@@ -57,6 +58,7 @@ func startSystem(t *testing.T) *system {
 	s.startProjector()
 	s.orderPool, s.customerPool = pool(t, s.orderDB), pool(t, s.customerDB)
 	s.topics = s.kafka.Collect(t, s.ordersTopic, s.customersTopic)
+	t.Cleanup(s.checkRecords) // first of the cleanups: the services still run
 	return s
 }
 
@@ -118,11 +120,19 @@ func serve[S any](t *testing.T, svc S, run func(context.Context, net.Listener) e
 		}
 	}()
 	var once sync.Once
-	stop := func() { once.Do(func() { cancel(); <-done }) }
+	stop := func() {
+		once.Do(func() {
+			// Connections the test's transport dialled but never used
+			// would hold the drain for its whole deadline.
+			http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+			cancel()
+			<-done
+		})
+	}
 	t.Cleanup(stop)
 	r := &running[S]{svc: svc, url: "http://" + ln.Addr().String(), stop: stop}
 	testenv.WaitFor(t, 10*time.Second, "the service to answer", func() bool {
-		status, _ := tryCall(r.url + "/healthz")
+		status, _ := tryCall(t, r.url+"/healthz")
 		return status == 200
 	})
 	return r
@@ -138,11 +148,18 @@ func call(t *testing.T, method, url, body string, headers ...string) (int, []byt
 // send is call that also returns the response's headers.
 func send(t *testing.T, method, url, body string, headers ...string) (int, []byte, http.Header) {
 	t.Helper()
+	return sendContext(context.Background(), t, method, url, body, headers...)
+}
+
+// sendContext is send with the request's context (see sendMalformed).
+// Requests and responses are validated against docs/openapi.yaml.
+func sendContext(ctx context.Context, t *testing.T, method, url, body string, headers ...string) (int, []byte, http.Header) {
+	t.Helper()
 	var r io.Reader
 	if body != "" {
 		r = bytes.NewBufferString(body)
 	}
-	req, err := http.NewRequest(method, url, r)
+	req, err := http.NewRequestWithContext(ctx, method, url, r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +167,7 @@ func send(t *testing.T, method, url, body string, headers ...string) (int, []byt
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Add(headers[i], headers[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := apiClient(t).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,8 +177,8 @@ func send(t *testing.T, method, url, body string, headers ...string) (int, []byt
 }
 
 // tryCall GETs url and returns the status, or 0 if nothing answered.
-func tryCall(url string) (int, error) {
-	resp, err := http.Get(url)
+func tryCall(t testing.TB, url string) (int, error) {
+	resp, err := apiClient(t).Get(url)
 	if err != nil {
 		return 0, err
 	}
@@ -257,10 +274,11 @@ func (s *system) awaitStatus(id uuid.UUID, status string) orderView {
 
 // seen is an event as read from a topic.
 type seen struct {
-	Topic string
-	Key   string
-	Env   events.Envelope
-	Data  map[string]any
+	Topic   string
+	Key     string
+	Env     events.Envelope
+	Data    map[string]any
+	Headers []kgo.RecordHeader
 }
 
 // seenOn decodes what c has read.
@@ -275,7 +293,7 @@ func seenOn(t *testing.T, c *testenv.Collector) []seen {
 		}
 		var data map[string]any
 		_ = json.Unmarshal(env.Data, &data)
-		out = append(out, seen{Topic: r.Topic, Key: string(r.Key), Env: env, Data: data})
+		out = append(out, seen{Topic: r.Topic, Key: string(r.Key), Env: env, Data: data, Headers: r.Headers})
 	}
 	return out
 }

@@ -118,7 +118,7 @@ func TestHostileInput(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ordersBefore, customersBefore := counts()
-			status, body, header := send(t, tt.method, tt.url, tt.body, tt.headers...)
+			status, body, header := sendMalformed(t, tt.method, tt.url, tt.body, tt.headers...)
 			if status != tt.want {
 				t.Errorf("status %d, want %d: %s", status, tt.want, body)
 			}

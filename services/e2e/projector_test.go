@@ -217,7 +217,7 @@ func TestMinVersion(t *testing.T) {
 	if status, body := call(t, "GET", fmt.Sprintf("%s/orders/%s?min_version=1", s.projector.url, uuid.New()), ""); status != 404 {
 		t.Errorf("unknown order: %d %s", status, body)
 	}
-	if status, _ := call(t, "GET", fmt.Sprintf("%s/orders/%s?min_version=zero", s.projector.url, o), ""); status != 400 {
+	if status, _, _ := sendMalformed(t, "GET", fmt.Sprintf("%s/orders/%s?min_version=zero", s.projector.url, o), ""); status != 400 {
 		t.Errorf("bad min_version: %d", status)
 	}
 }

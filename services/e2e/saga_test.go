@@ -229,7 +229,7 @@ func TestRedeliveryChangesNothing(t *testing.T) {
 	var firsts []*kgo.Record
 	for _, e := range seenOn(t, s.topics)[:len(recs)] {
 		if e.Env.AggregateVersion == 1 {
-			firsts = append(firsts, &kgo.Record{Topic: e.Topic, Key: []byte(e.Key), Value: mustJSON(t, e.Env)})
+			firsts = append(firsts, &kgo.Record{Topic: e.Topic, Key: []byte(e.Key), Value: mustJSON(t, e.Env), Headers: e.Headers})
 		}
 	}
 	dupsBefore = s.order.svc.ConsumerStats().Duplicates + s.customer.svc.ConsumerStats().Duplicates
