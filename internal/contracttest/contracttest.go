@@ -9,32 +9,21 @@
 package contracttest
 
 import (
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
+
+	"github.com/eventsaga/eventsaga/internal/testenv"
 )
 
 // DocsDir returns the docs directory of the module: docs/ beside the go.mod
 // found by walking up from the working directory (a test's working
 // directory is its package's).
 func DocsDir() (string, error) {
-	dir, err := os.Getwd()
+	root, err := testenv.ModuleRoot()
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("contracttest: %w", err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "docs"), nil
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return "", err
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("contracttest: no go.mod above the working directory")
-		}
-		dir = parent
-	}
+	return filepath.Join(root, "docs"), nil
 }
 
 // Load loads docs/openapi.yaml and docs/asyncapi.yaml of the module.

@@ -114,6 +114,8 @@ func TestServerStopsWhenItsProgramIsKilled(t *testing.T) {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProgram$", "-test.v")
 	cmd.Env = append(os.Environ(), "PGEMBED_HELPER="+strconv.Itoa(port)+","+h+","+shared(t))
 	cmd.Stderr = testWriter{t}
+	// Should this test be killed, the helper must not wait out its sleep.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/eventsaga/eventsaga/internal/testenv"
 )
 
 // Every make target README.md names is one the Makefile has.
@@ -76,24 +78,13 @@ func TestNoReferenceOutsideTheRepository(t *testing.T) {
 	}
 }
 
-// moduleRoot is the directory of go.mod, found walking up from the
-// package's directory.
 func moduleRoot(t *testing.T) string {
 	t.Helper()
-	dir, err := os.Getwd()
+	root, err := testenv.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the working directory")
-		}
-		dir = parent
-	}
+	return root
 }
 
 // repoFiles lists the files git tracks, slash-separated and relative to

@@ -72,7 +72,7 @@ func server() (string, error) {
 // its files, when this process exits. The binaries are kept in the
 // project's .postgres folder, where make run keeps them too.
 func startEmbedded() (string, error) {
-	root, err := moduleRoot()
+	root, err := ModuleRoot()
 	if err != nil {
 		return "", err
 	}
@@ -108,9 +108,10 @@ func startEmbedded() (string, error) {
 	return s.URL(), nil
 }
 
-// moduleRoot is the folder of the go.mod above the working directory (a
-// test runs in its package's folder).
-func moduleRoot() (string, error) {
+// ModuleRoot is the folder of the go.mod above the working directory (a
+// test runs in its package's folder): where a test finds the project's
+// files.
+func ModuleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
