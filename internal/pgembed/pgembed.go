@@ -148,29 +148,30 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, cmd: cmd, alive: alive, done: make(chan error, 1)}
 
-	ready := make(chan error, 1)
+	// The child says "ready" once the server accepts connections, then
+	// nothing until it exits; Wait must come after the last read of its
+	// stdout.
+	ready := make(chan bool, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			if sc.Text() == "ready" {
-				ready <- nil
+				ready <- true
 				break
 			}
 		}
-		_, _ = io.Copy(io.Discard, out) // the child says nothing more; keep the pipe drained
-		ready <- errors.New("embedded postgres exited before it was ready")
+		_, _ = io.Copy(io.Discard, out)
+		close(ready) // a receive after the true, or instead of it
+		s.done <- cmd.Wait()
 	}()
-	go func() { <-ready; s.done <- cmd.Wait() }() // Wait only after the reader is done with the pipe
 
 	select {
-	case err := <-ready:
-		if err == nil {
-			ready <- nil // for the waiter above
+	case ok := <-ready:
+		if ok {
 			return s, nil
 		}
-		ready <- err
 		s.Stop()
-		return nil, err
+		return nil, errors.New("embedded postgres exited before it was ready")
 	case <-ctx.Done():
 		s.Stop()
 		return nil, fmt.Errorf("embedded postgres did not start: %w", ctx.Err())
