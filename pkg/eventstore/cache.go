@@ -6,16 +6,19 @@ import (
 	"github.com/google/uuid"
 )
 
-// Cache keeps the last known state of hot aggregates in memory, so that a
-// consumer deciding on the same aggregates batch after batch reads only the
+// Cache keeps the last committed state of hot aggregates in memory, so that
+// a consumer deciding on the same aggregates batch after batch reads only the
 // events appended since (usually none) instead of reloading them.
 //
-// It cannot make a decision wrong: a cached state is only a starting point.
-// If another writer moved the stream, its new events are read and folded; if
-// the cached state never committed (the transaction failed after the
-// decision), an append on top of it names a version the stream does not
-// have and fails with ErrConflict, upon which DecideAll forgets the cached
-// states it used, and the batch is retried from the store.
+// It holds only states that committed: DecideAll hands its states to the
+// cache through the function it returns, which the caller runs after its
+// COMMIT succeeded. A state from a transaction that failed, even at COMMIT
+// after every statement succeeded, never gets in: the redelivered event
+// would otherwise be decided on it (a reservation already "made" decides
+// nothing, and the saga stalls), and once another writer took its version
+// number the version guard would not even notice. A cached state is a
+// starting point only: events other writers appended since are read and
+// folded onto it.
 type Cache[S any] struct {
 	mu  sync.Mutex
 	m   map[uuid.UUID]Aggregate[S]

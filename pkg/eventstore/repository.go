@@ -269,11 +269,17 @@ type Decision[S any] struct {
 // left, within tx: it loads every aggregate they concern in one statement,
 // and writes all their events in one round trip more. It is how a consumer
 // applies a batch of events at the cost of a few statements, not a few per
-// event. A decision's error stops them all. cache, if not nil, keeps the aggregates'
-// states between calls (see Cache).
-func (r *Repository[S]) DecideAll(ctx context.Context, tx pgx.Tx, ds []Decision[S], cache *Cache[S]) error {
+// event. A decision's error stops them all.
+//
+// cache, if not nil, keeps the aggregates' states between calls (see
+// Cache). The states decided here go into it only through committed, which
+// the caller calls once tx has committed, and never if the commit failed
+// or its outcome is unknown: a state that did not commit must not be the
+// starting point of the next decision.
+func (r *Repository[S]) DecideAll(ctx context.Context, tx pgx.Tx, ds []Decision[S], cache *Cache[S]) (committed func(), err error) {
+	committed = func() {}
 	if len(ds) == 0 {
-		return nil
+		return committed, nil
 	}
 	var ids []uuid.UUID
 	seen := map[uuid.UUID]bool{}
@@ -285,7 +291,7 @@ func (r *Repository[S]) DecideAll(ctx context.Context, tx pgx.Tx, ds []Decision[
 	}
 	aggs, err := r.loadForDecisions(ctx, tx, ids, cache)
 	if err != nil {
-		return err
+		return committed, err
 	}
 	working := make(map[uuid.UUID]S, len(ids))
 	for id, agg := range aggs {
@@ -296,7 +302,7 @@ func (r *Repository[S]) DecideAll(ctx context.Context, tx pgx.Tx, ds []Decision[
 		agg := aggs[d.ID]
 		evs, err := d.Decide(working[d.ID], agg.Version+int64(len(pending[d.ID])))
 		if err != nil {
-			return err
+			return committed, err
 		}
 		for _, e := range evs {
 			working[d.ID] = r.cfg.Apply(working[d.ID], e)
@@ -306,25 +312,25 @@ func (r *Repository[S]) DecideAll(ctx context.Context, tx pgx.Tx, ds []Decision[
 	var u UnitOfWork
 	for _, id := range ids {
 		if _, err := r.StageAll(&u, aggs[id], pending[id]); err != nil {
-			return err
+			return committed, err
 		}
 	}
 	if err := u.Send(ctx, tx); err != nil {
 		if cache != nil {
-			cache.forget(ids)
+			cache.forget(ids) // another writer moved them: reload from the store
 		}
-		return err
+		return committed, err
 	}
-	if cache != nil {
-		list := make([]*Aggregate[S], 0, len(aggs))
-		for _, a := range aggs {
-			if a.Version > 0 {
-				list = append(list, a)
-			}
+	if cache == nil {
+		return committed, nil
+	}
+	list := make([]*Aggregate[S], 0, len(aggs))
+	for _, a := range aggs {
+		if a.Version > 0 {
+			list = append(list, a)
 		}
-		cache.put(list)
 	}
-	return nil
+	return func() { cache.put(list) }, nil
 }
 
 // loadForDecisions returns the aggregates of ids (an empty one at version 0

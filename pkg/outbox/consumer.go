@@ -48,6 +48,25 @@ type Handler func(ctx context.Context, tx pgx.Tx, d Delivery) error
 // (a projection folds them and writes each row once).
 type BatchHandler func(ctx context.Context, tx pgx.Tx, ds []Delivery) error
 
+// OnCommit makes fn run once the transaction that a Handler or BatchHandler
+// was given has committed, and never if it did not (a failed COMMIT
+// included, whose outcome the consumer cannot know). It is how a handler
+// keeps state outside the database, such as a cache, in step with what
+// committed. ctx must be the one the handler was called with; with any
+// other, OnCommit reports false and fn never runs.
+func OnCommit(ctx context.Context, fn func()) bool {
+	h, ok := ctx.Value(commitHooksKey{}).(*commitHooks)
+	if ok {
+		h.fns = append(h.fns, fn)
+	}
+	return ok
+}
+
+type commitHooksKey struct{}
+
+// commitHooks are the functions a transaction's handlers gave OnCommit.
+type commitHooks struct{ fns []func() }
+
 // Permanent marks err as one that no retry can cure: the record goes to the
 // dead-letter topic at once.
 func Permanent(err error) error { return permanentError{err} }
@@ -441,6 +460,8 @@ func (c *Consumer) applyBatch(ctx context.Context, recs []*kgo.Record) error {
 	}
 	var applied, dups int64
 	var ds []Delivery
+	hooks := &commitHooks{}
+	ctx = context.WithValue(ctx, commitHooksKey{}, hooks)
 	err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
 		fresh, err := c.claim(ctx, tx, ids)
 		if err != nil {
@@ -473,6 +494,9 @@ func (c *Consumer) applyBatch(ctx context.Context, recs []*kgo.Record) error {
 		return nil
 	})
 	if err == nil {
+		for _, fn := range hooks.fns {
+			fn()
+		}
 		c.applied.Add(applied)
 		c.duplicates.Add(dups)
 		if applied > 0 && c.cfg.AfterCommit != nil {

@@ -349,3 +349,51 @@ func TestConsumerBatchHandlerWithoutInbox(t *testing.T) {
 		t.Errorf("%d inbox rows without an inbox", inbox)
 	}
 }
+
+// What a handler gives OnCommit runs once its transaction has committed,
+// and not when the COMMIT fails after every statement succeeded (here the
+// transaction's backend is terminated before it): the retry's does.
+func TestOnCommitRunsOnlyAfterTheCommit(t *testing.T) {
+	if OnCommit(context.Background(), func() {}) {
+		t.Error("OnCommit outside a consumer's transaction accepted a function it will never run")
+	}
+	e := newEnv(t, 1)
+	e.produce(t, e.record(t, keyOf(1), 1))
+
+	var attempts, ran atomic.Int32
+	c := e.startCountingConsumer(t, e.kafka.Topic("oncommit-test"), func(cfg *ConsumerConfig) {
+		cfg.Handler = nil
+		cfg.BatchHandler = func(ctx context.Context, tx pgx.Tx, ds []Delivery) error {
+			for _, d := range ds {
+				if err := recordEffect(ctx, tx, d); err != nil {
+					return err
+				}
+			}
+			if !OnCommit(ctx, func() { ran.Add(1) }) {
+				t.Error("OnCommit refused the handler's context")
+			}
+			if attempts.Add(1) > 1 {
+				return nil
+			}
+			var pid int
+			if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+				return err
+			}
+			var gone bool
+			if err := e.pool.QueryRow(ctx, "SELECT pg_terminate_backend($1, 10000)", pid).Scan(&gone); err != nil || !gone {
+				t.Errorf("terminate backend %d: %v, %v", pid, gone, err)
+			}
+			return nil // the statements succeeded; the COMMIT will not
+		}
+	})
+	waitFor(t, 20*time.Second, "the event to apply", func() bool { return c.consumer.Stats().Applied == 1 })
+	if n := attempts.Load(); n != 2 {
+		t.Errorf("%d attempts, want 2 (the failed COMMIT and its retry)", n)
+	}
+	if n := ran.Load(); n != 1 {
+		t.Errorf("OnCommit functions ran %d times, want 1 (the retry's)", n)
+	}
+	if rows, _ := c.counts(t); rows != 1 {
+		t.Errorf("%d effects, want 1", rows)
+	}
+}

@@ -30,7 +30,8 @@ import (
 // order, each decision on the state the previous ones left, with every
 // customer loaded and every decision written in one round trip each (see
 // eventstore.DecideAll). Customers decide on many orders each, so their
-// states stay cached between batches.
+// states stay cached between batches: the states this transaction decided
+// join the cache once it has committed, never before.
 func (s *Service) applyOrderEvents(ctx context.Context, tx pgx.Tx, ds []outbox.Delivery) error {
 	var decisions []eventstore.Decision[domain.Customer]
 	for _, d := range ds {
@@ -65,7 +66,12 @@ func (s *Service) applyOrderEvents(ctx context.Context, tx pgx.Tx, ds []outbox.D
 			},
 		})
 	}
-	return s.repo.DecideAll(ctx, tx, decisions, s.hot)
+	committed, err := s.repo.DecideAll(ctx, tx, decisions, s.hot)
+	if err != nil {
+		return err
+	}
+	outbox.OnCommit(ctx, committed) // only committed states may be cached
+	return nil
 }
 
 // decide is the customer's decision on one order event.

@@ -61,5 +61,6 @@ func (s *Service) applyCreditDecisions(ctx context.Context, tx pgx.Tx, ds []outb
 			},
 		})
 	}
-	return s.repo.DecideAll(ctx, tx, decisions, nil) // an order is decided once: nothing to cache
+	_, err := s.repo.DecideAll(ctx, tx, decisions, nil) // an order is decided once: nothing to cache
+	return err
 }
