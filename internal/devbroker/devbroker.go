@@ -48,8 +48,10 @@ func Start(cfg Config) (*kfake.Cluster, error) {
 	}
 	// Seeding applies only to a new data directory; creating each topic
 	// also covers a directory from an earlier run that lacks one.
+	// Every event kept, as on a real cluster: a rebuild replays from the start.
+	keepAll := map[string]string{"retention.ms": "-1"}
 	for _, t := range cfg.Topics {
-		if err := c.CreateTopic(t, cfg.Partitions, nil); err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		if err := c.CreateTopic(t, cfg.Partitions, keepAll); err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
 			c.Close()
 			return nil, fmt.Errorf("dev broker: create %s: %w", t, err)
 		}

@@ -65,6 +65,17 @@ func TestDataSurvivesRestart(t *testing.T) {
 			t.Errorf("%s has %d partitions, want 12", name, n)
 		}
 	}
+	rcs, err := adm.DescribeTopicConfigs(ctx, "orders.events", "customers.events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rc := range rcs {
+		for _, c := range rc.Configs {
+			if c.Key == "retention.ms" && c.MaybeValue() != "-1" {
+				t.Errorf("%s retention.ms = %s, want -1 (every event kept)", rc.Name, c.MaybeValue())
+			}
+		}
+	}
 	fetched, err := adm.FetchOffsets(ctx, "some-group")
 	if err != nil {
 		t.Fatal(err)

@@ -88,6 +88,11 @@ func (b *Backbone) build(cfg BackboneConfig) error {
 // shuts down in order (see Run) and closes the database.
 func (b *Backbone) Serve(ctx context.Context, ln net.Listener, api http.Handler) error {
 	defer b.Pool.Close()
+	// Before anything produces or consumes: on a real cluster topics are
+	// not created on first use, and must have the system's partition count.
+	if err := outbox.EnsureTopics(ctx, b.Consumer.Client(), b.drain.OrdersTopic, b.drain.CustomersTopic); err != nil {
+		return fmt.Errorf("kafka topics: %w", err)
+	}
 	b.log.Info("running", "addr", ln.Addr().String(), "config", b.drain)
 	if b.drain.PprofAddr != "" {
 		ServePprof(ctx, b.log, b.drain.PprofAddr)

@@ -14,8 +14,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/eventsaga/eventsaga/pkg/events"
@@ -621,17 +619,12 @@ func (c *Consumer) deadLetter(ctx context.Context, rec *kgo.Record, cause error)
 	return true
 }
 
-// ensureDLQTopic creates the dead-letter topic with the broker's defaults if
-// it does not exist, so that the first dead letter does not wait on topic
-// auto-creation (which a broker may disable).
+// ensureDLQTopic creates the dead-letter topic, as EnsureTopics does, if it
+// does not exist, so that the first dead letter does not wait on topic
+// auto-creation (which a real cluster has off).
 func (c *Consumer) ensureDLQTopic(ctx context.Context) error {
-	adm := kadm.NewClient(c.cl)
-	resp, err := adm.CreateTopic(ctx, -1, -1, nil, c.cfg.DLQTopic)
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-		return fmt.Errorf("consumer %s: create %s: %w", c.cfg.Group, c.cfg.DLQTopic, err)
+	if err := EnsureTopics(ctx, c.cl, c.cfg.DLQTopic); err != nil {
+		return fmt.Errorf("consumer %s: %w", c.cfg.Group, err)
 	}
 	return nil
 }

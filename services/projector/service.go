@@ -132,6 +132,9 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 	defer s.pool.Close()
 	defer s.projPool.Close()
 	defer s.kafka.Close()
+	if err := outbox.EnsureTopics(ctx, s.kafka, s.cfg.OrdersTopic, s.cfg.CustomersTopic); err != nil {
+		return fmt.Errorf("kafka topics: %w", err)
+	}
 	s.log.Info("projector running", "addr", ln.Addr().String(), "config", s.cfg, "generation", s.gen.Load())
 	if s.cfg.PprofAddr != "" {
 		platform.ServePprof(ctx, s.log, s.cfg.PprofAddr)
