@@ -20,7 +20,11 @@ RATE=${RATE:-250}
 LATENCY_DURATION=${LATENCY_DURATION:-30s}
 prefix=bench_
 
-for port in 9092 8080 8081 8082; do
+# With KAFKA_BROKERS (a real cluster: make kafka) the stack runs on it;
+# without, on a dev broker of its own on 9092.
+ports="8080 8081 8082"
+[ -n "${KAFKA_BROKERS:-}" ] || ports="9092 $ports"
+for port in $ports; do
 	if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
 		echo "bench-saga: port $port is in use (is make run up?); stop it first" >&2
 		exit 1

@@ -29,7 +29,7 @@ var (
 	orderURL     = flag.String("order", "http://127.0.0.1:8080", "order service")
 	customerURL  = flag.String("customer", "http://127.0.0.1:8081", "customer service")
 	projectorURL = flag.String("projector", "http://127.0.0.1:8082", "projector")
-	brokers      = flag.String("brokers", "127.0.0.1:9092", "Kafka seed brokers")
+	brokers      = flag.String("brokers", envOr("KAFKA_BROKERS", "127.0.0.1:9092"), "Kafka seed brokers, comma-separated")
 )
 
 func main() {
@@ -209,4 +209,11 @@ func decode(resp *http.Response, out any) error {
 		return nil
 	}
 	return json.Unmarshal(b, out)
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
 }

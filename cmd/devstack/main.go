@@ -1,5 +1,6 @@
 // Command devstack runs the whole system on one machine without Docker: the
-// dev Kafka broker and each service as processes of their own, each service
+// dev Kafka broker (unless KAFKA_BROKERS names a cluster to use) and each
+// service as processes of their own, each service
 // with its own database on the Postgres of DATABASE_URL (created if missing).
 // With no DATABASE_URL it uses the Postgres that answers on 127.0.0.1:5432,
 // and when none does it starts one (devpostgres: an embedded PostgreSQL with
@@ -59,7 +60,14 @@ func run(log *slog.Logger) error {
 	dbPrefix := flag.String("db-prefix", "", "prefix of the services' database names (orders, customers, readmodel)")
 	pgData := flag.String("pgdata", ".postgres", "folder of the embedded Postgres started when DATABASE_URL is unset and none answers on 127.0.0.1:5432")
 	flag.Parse()
-	brokers := "127.0.0.1:" + strconv.Itoa(*kafkaPort)
+	// KAFKA_BROKERS names a cluster to use (make kafka, or any other);
+	// without it the stack runs its own dev broker.
+	brokers := os.Getenv("KAFKA_BROKERS")
+	var broker *service
+	if brokers == "" {
+		brokers = "127.0.0.1:" + strconv.Itoa(*kafkaPort)
+		broker = &service{name: "devbroker", addr: brokers}
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -75,7 +83,6 @@ func run(log *slog.Logger) error {
 		}
 	}
 
-	broker := &service{name: "devbroker", addr: brokers}
 	svcs := []*service{
 		{name: "customer", addr: "127.0.0.1:8081", ready: "http://127.0.0.1:8081/readyz",
 			env: []string{"DATABASE_URL=" + pgdb.WithDatabase(server, *dbPrefix+"customers"), "PPROF_ADDR=127.0.0.1:6061"}},
@@ -84,6 +91,10 @@ func run(log *slog.Logger) error {
 		{name: "projector", addr: "127.0.0.1:8082", ready: "http://127.0.0.1:8082/readyz",
 			env: []string{"DATABASE_URL=" + pgdb.WithDatabase(server, *dbPrefix+"readmodel"), "PPROF_ADDR=127.0.0.1:6062"}},
 	}
+	procs := svcs // the Go processes devstack starts
+	if broker != nil {
+		procs = append([]*service{broker}, svcs...)
+	}
 	if _, set := os.LookupEnv("GOMAXPROCS"); !set {
 		// Four Go processes share this machine's cores with Postgres. Each
 		// running as many threads as there are cores spins them looking for
@@ -91,11 +102,11 @@ func run(log *slog.Logger) error {
 		// 250 sagas/s that took the machine from about half busy to nearly
 		// saturated, and doubled the saga latency. None of them needs more
 		// than one core here; the kernel spreads the processes.
-		for _, s := range append([]*service{broker}, svcs...) {
+		for _, s := range procs {
 			s.env = append(s.env, "GOMAXPROCS=1")
 		}
 	}
-	for _, s := range append([]*service{broker}, svcs...) {
+	for _, s := range procs {
 		if c, err := net.DialTimeout("tcp", s.addr, 200*time.Millisecond); err == nil {
 			c.Close()
 			return fmt.Errorf("%s: %s is already taken; is the stack already running?", s.name, s.addr)
@@ -115,12 +126,16 @@ func run(log *slog.Logger) error {
 		}
 		embedded = fmt.Sprintf("  (embedded, data in %s; psql '%s')", filepath.Join(*pgData, "data"), server)
 	}
-	if err := start(broker, filepath.Join(*bin, "devbroker"), "-port", strconv.Itoa(*kafkaPort), "-data", *data); err != nil {
-		return err
-	}
-	defer stopAll(log, broker)
-	if err := waitTCP(ctx, broker); err != nil {
-		return err
+	kafka := fmt.Sprintf("%s  (KAFKA_BROKERS)", brokers)
+	if broker != nil {
+		if err := start(broker, filepath.Join(*bin, "devbroker"), "-port", strconv.Itoa(*kafkaPort), "-data", *data); err != nil {
+			return err
+		}
+		defer stopAll(log, broker)
+		if err := waitTCP(ctx, broker); err != nil {
+			return err
+		}
+		kafka = fmt.Sprintf("%s  (dev broker, data in %s)", brokers, *data)
 	}
 	for _, s := range svcs {
 		s.env = append(s.env, "KAFKA_BROKERS="+brokers, "HTTP_ADDR="+s.addr)
@@ -135,7 +150,7 @@ func run(log *slog.Logger) error {
 		}
 	}
 	fmt.Printf("\nThe stack is running (Ctrl-C stops it):\n")
-	fmt.Printf("  kafka      %s  (data in %s)\n", brokers, *data)
+	fmt.Printf("  kafka      %s\n", kafka)
 	fmt.Printf("  postgres   %s%s\n", pgdb.Redact(server), embedded)
 	for _, s := range svcs {
 		fmt.Printf("  %-10s http://%s\n", s.name, s.addr)
@@ -146,7 +161,7 @@ func run(log *slog.Logger) error {
 	case <-ctx.Done():
 		log.Info("stopping the stack")
 		return nil
-	case err := <-exited(append(svcs, broker)):
+	case err := <-exited(procs):
 		return err
 	}
 }

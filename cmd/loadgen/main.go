@@ -54,7 +54,7 @@ func main() {
 	var brokers string
 	flag.StringVar(&cfg.orderURL, "order", "http://127.0.0.1:8080", "order service")
 	flag.StringVar(&cfg.customerURL, "customer", "http://127.0.0.1:8081", "customer service")
-	flag.StringVar(&brokers, "brokers", "127.0.0.1:9092", "Kafka seed brokers")
+	flag.StringVar(&brokers, "brokers", envOr("KAFKA_BROKERS", "127.0.0.1:9092"), "Kafka seed brokers, comma-separated")
 	flag.IntVar(&cfg.customers, "customers", 500, "customers to spread the orders over")
 	flag.IntVar(&cfg.rate, "rate", 0, "orders per second; 0 places them as fast as the system answers")
 	flag.IntVar(&cfg.concurrency, "concurrency", 64, "requests in flight at most")
