@@ -4,7 +4,7 @@ GO      ?= go
 # The projector's database as make run sets it up (devstack: "readmodel").
 READMODEL_URL ?= postgres://postgres:postgres@127.0.0.1:5432/readmodel?sslmode=disable
 
-.PHONY: run build test bench bench-saga lint devbroker devpostgres rebuild demo watch
+.PHONY: run build test test-kafka bench bench-saga lint devbroker devpostgres kafka kafka-cluster rebuild demo watch
 
 ## run: the dev Kafka broker (127.0.0.1:9092), the services (order :8080, customer :8081, projector :8082) and, unless DATABASE_URL is set or a Postgres answers on 127.0.0.1:5432, an embedded PostgreSQL (data in .postgres); Ctrl-C stops all
 run: build
@@ -30,9 +30,21 @@ devbroker: build
 devpostgres: build
 	exec bin/devpostgres -port 5432 -dir .postgres
 
+## kafka: real Apache Kafka (KRaft), one node on 127.0.0.1:9092, as a JVM (Java 17; the first start fetches the jars with Maven into .kafka/lib); data and logs in .kafka; Ctrl-C stops it
+kafka:
+	exec scripts/kafka.sh 1
+
+## kafka-cluster: real Apache Kafka, three nodes on 127.0.0.1:19092,19093,19094 (controllers 19192-19194), one quorum; data and logs in .kafka; Ctrl-C stops them
+kafka-cluster:
+	exec scripts/kafka.sh 3
+
 ## test: every test, with the race detector, on in-process Kafka and Postgres from TEST_DATABASE_URL, Docker, 127.0.0.1:5432 or embedded
 test:
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+## test-kafka: the saga, outbox, projector and kcat tests on a real Kafka broker (make kafka's, started and stopped for the run; 9092 must be free)
+test-kafka:
+	GO='$(GO)' scripts/test-kafka.sh
 
 ## bench: the saga benchmark (bench-saga), then the event store's and the projector's, on make run's Postgres
 bench:

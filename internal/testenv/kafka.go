@@ -40,6 +40,15 @@ func NewKafka(t testing.TB) *Kafka {
 	return &Kafka{Brokers: c.ListenAddrs()}
 }
 
+// NeedsKfake skips t on a real cluster (TEST_KAFKA_BROKERS): it needs what
+// only the in-process kfake can do (why), and runs in make test.
+func NeedsKfake(t testing.TB, why string) {
+	t.Helper()
+	if os.Getenv("TEST_KAFKA_BROKERS") != "" {
+		t.Skipf("needs kfake (%s); runs in make test, not on TEST_KAFKA_BROKERS", why)
+	}
+}
+
 // Topic returns the name a test should use for base: base itself on a
 // cluster of its own, base with a unique suffix on a shared one.
 func (k *Kafka) Topic(base string) string {

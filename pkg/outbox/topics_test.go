@@ -9,10 +9,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/eventsaga/eventsaga/internal/testenv"
 )
 
 func kfakeClient(t *testing.T, brokers int) (*kgo.Client, *kadm.Client) {
 	t.Helper()
+	testenv.NeedsKfake(t, "clusters of 1, 3 and 4 brokers made on the spot")
 	c, err := kfake.NewCluster(kfake.NumBrokers(brokers))
 	if err != nil {
 		t.Fatal(err)
