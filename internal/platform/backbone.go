@@ -73,6 +73,9 @@ func (b *Backbone) build(cfg BackboneConfig) error {
 	b.Consumer, err = outbox.NewConsumer(outbox.ConsumerConfig{
 		Pool: b.Pool, Brokers: cfg.KafkaBrokers, Group: cfg.ConsumerGroup, Topics: []string{cfg.Topic},
 		Handler: cfg.Handler, BatchHandler: cfg.BatchHandler, Logger: cfg.Logger,
+		// On a real cluster topics are not created on first use, and they
+		// must have the system's partition count.
+		EnsureTopics: []string{cfg.OrdersTopic, cfg.CustomersTopic},
 		// A poll is applied in one transaction: the partitions of one
 		// instance never race each other for the same aggregates.
 		AcrossPartitions: true,
@@ -88,11 +91,6 @@ func (b *Backbone) build(cfg BackboneConfig) error {
 // shuts down in order (see Run) and closes the database.
 func (b *Backbone) Serve(ctx context.Context, ln net.Listener, api http.Handler) error {
 	defer b.Pool.Close()
-	// Before anything produces or consumes: on a real cluster topics are
-	// not created on first use, and must have the system's partition count.
-	if err := outbox.EnsureTopics(ctx, b.Consumer.Client(), b.drain.OrdersTopic, b.drain.CustomersTopic); err != nil {
-		return fmt.Errorf("kafka topics: %w", err)
-	}
 	b.log.Info("running", "addr", ln.Addr().String(), "config", b.drain)
 	if b.drain.PprofAddr != "" {
 		ServePprof(ctx, b.log, b.drain.PprofAddr)
@@ -107,6 +105,9 @@ func (b *Backbone) Ready(ctx context.Context) error {
 	}
 	if err := b.Consumer.Client().Ping(ctx); err != nil {
 		return fmt.Errorf("kafka: %w", err)
+	}
+	if !b.Consumer.Consuming() {
+		return errors.New("kafka: the consumer has not got its topics yet")
 	}
 	return nil
 }

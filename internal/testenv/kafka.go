@@ -58,6 +58,18 @@ func (k *Kafka) Topic(base string) string {
 	return base + "-" + uuid.NewString()[:8]
 }
 
+// Partitions is how many partitions topic has; 0 if it does not exist.
+func (k *Kafka) Partitions(t testing.TB, topic string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	topics, err := kadm.NewClient(k.Client(t)).ListTopics(ctx, topic)
+	if err != nil {
+		t.Fatalf("list %s: %v", topic, err)
+	}
+	return len(topics[topic].Partitions)
+}
+
 // CreateTopics creates topics with the given number of partitions.
 func (k *Kafka) CreateTopics(t testing.TB, partitions int32, topics ...string) {
 	t.Helper()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -109,6 +110,10 @@ type ConsumerConfig struct {
 	// DLQTopic receives records that cannot be applied; "dlq.<Group>" if
 	// empty. It is created when missing.
 	DLQTopic string
+	// EnsureTopics are more topics to create, when missing, before
+	// consuming (see EnsureTopics): those the service consumes and
+	// produces. The consumer waits for Kafka to answer for them.
+	EnsureTopics []string
 	// MaxAttempts is how often a record is tried before it is dead-lettered;
 	// 5 if zero. Attempts made while the database does not answer at all do
 	// not count: that is no fault of the record.
@@ -210,7 +215,12 @@ type Consumer struct {
 	pool *pgxpool.Pool
 
 	applied, duplicates, deadLettered atomic.Int64
+	consuming                         atomic.Bool
 }
+
+// Consuming reports whether the consumer has its topics and consumes: false
+// before, while it waits for Kafka to answer.
+func (c *Consumer) Consuming() bool { return c.consuming.Load() }
 
 // NewConsumer validates cfg and returns a consumer; Run starts it.
 func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
@@ -271,9 +281,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 		c.cl.AllowRebalance()
 		c.cl.Close()
 	}()
-	if err := c.ensureDLQTopic(ctx); err != nil {
+	if err := c.ensureTopics(ctx); err != nil || ctx.Err() != nil {
 		return err
 	}
+	c.consuming.Store(true)
+	defer c.consuming.Store(false)
 
 	// Work in hand outlives ctx by ShutdownGrace, so that a shutdown commits
 	// what it finished instead of abandoning it.
@@ -619,11 +631,12 @@ func (c *Consumer) deadLetter(ctx context.Context, rec *kgo.Record, cause error)
 	return true
 }
 
-// ensureDLQTopic creates the dead-letter topic, as EnsureTopics does, if it
-// does not exist, so that the first dead letter does not wait on topic
-// auto-creation (which a real cluster has off).
-func (c *Consumer) ensureDLQTopic(ctx context.Context) error {
-	if err := EnsureTopics(ctx, c.cl, c.cfg.DLQTopic); err != nil {
+// ensureTopics creates the topics of EnsureTopics and the dead-letter topic
+// if they do not exist (a real cluster does not create them on first use),
+// waiting for Kafka to answer.
+func (c *Consumer) ensureTopics(ctx context.Context) error {
+	err := AwaitTopics(ctx, c.cl, c.log, append(slices.Clone(c.cfg.EnsureTopics), c.cfg.DLQTopic)...)
+	if err != nil && ctx.Err() == nil {
 		return fmt.Errorf("consumer %s: %w", c.cfg.Group, err)
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -17,6 +18,10 @@ import (
 // a topic: a topic with another count would put an aggregate's new events on
 // another partition than its old ones.
 const Partitions = 12
+
+// ErrPartitionCount is the error of a topic that exists with another
+// partition count than Partitions: no retry can mend it.
+var ErrPartitionCount = errors.New("topic has another partition count than this system's")
 
 // EnsureTopics makes sure topics exist as a real cluster needs them,
 // creating those that are missing: Partitions partitions; replication factor
@@ -51,9 +56,9 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, topics ...string) error {
 				continue
 			}
 			if n != Partitions {
-				return fmt.Errorf("topic %s has %d partitions; this system needs %d (a key's partition depends on the count, "+
+				return fmt.Errorf("%w: topic %s has %d partitions; this system needs %d (a key's partition depends on the count, "+
 					"so an aggregate's events would be split across partitions and lose their order): "+
-					"use another topic name, or recreate the topic with %d partitions", t, n, Partitions, Partitions)
+					"use another topic name, or recreate the topic with %d partitions", ErrPartitionCount, t, n, Partitions, Partitions)
 			}
 		}
 		if len(missing) == 0 {
@@ -86,6 +91,26 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, topics ...string) error {
 			return nil
 		}
 		topics = raced
+	}
+}
+
+// AwaitTopics is EnsureTopics until it succeeds: while Kafka does not
+// answer it logs why (the error names the broker's address) and tries again,
+// every few seconds, so that a service started before its brokers waits for
+// them instead of failing. It gives up only when ctx ends, or on a topic of
+// another partition count (ErrPartitionCount).
+func AwaitTopics(ctx context.Context, cl *kgo.Client, log *slog.Logger, topics ...string) error {
+	backoff := time.Second
+	for {
+		err := EnsureTopics(ctx, cl, topics...)
+		if err == nil || errors.Is(err, ErrPartitionCount) || ctx.Err() != nil {
+			return err
+		}
+		log.Warn("kafka topics not ready; trying again", "topics", topics, "in", backoff, "err", err)
+		if !sleep(ctx, backoff) {
+			return ctx.Err()
+		}
+		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 

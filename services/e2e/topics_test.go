@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kfake"
+
 	"github.com/eventsaga/eventsaga/internal/testenv"
 	"github.com/eventsaga/eventsaga/services/order"
 	"github.com/eventsaga/eventsaga/services/projector"
@@ -46,6 +48,48 @@ func TestServicesRefuseATopicOfAnotherPartitionCount(t *testing.T) {
 		err := serveOnce(name, run)
 		if err == nil || !strings.Contains(err.Error(), s.customersTopic+" has 3 partitions") {
 			t.Errorf("%s on a topic of 3 partitions: %v", name, err)
+		}
+	}
+}
+
+// A service started before its brokers does not fail: /readyz says what
+// is missing, and once a broker answers the service creates its topics and
+// becomes ready, by itself.
+func TestServiceWaitsForKafka(t *testing.T) {
+	testenv.NeedsKfake(t, "a broker started on a port chosen in advance")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+
+	s := &system{t: t, kafka: &testenv.Kafka{Brokers: []string{addr}}}
+	s.ordersTopic, s.customersTopic = "orders.events", "customers.events"
+	s.orderDB = testenv.Database(t)
+	s.startOrder()
+
+	for range 3 { // a few seconds: the consumer retries meanwhile
+		status, body, _ := send(t, "GET", s.order.url+"/readyz", "")
+		if status != 503 || !strings.Contains(string(body), addr) {
+			t.Fatalf("/readyz with no broker: %d %s; want 503 naming %s", status, body, addr)
+		}
+		time.Sleep(time.Second)
+	}
+
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	testenv.WaitFor(t, 30*time.Second, "the service to be ready once the broker answers", func() bool {
+		status, _ := tryCall(t, s.order.url+"/readyz")
+		return status == 200
+	})
+	for _, topic := range []string{"orders.events", "customers.events"} {
+		if n := s.kafka.Partitions(t, topic); n != 12 {
+			t.Errorf("%s: %d partitions, want 12 (created by the service)", topic, n)
 		}
 	}
 }

@@ -132,9 +132,6 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 	defer s.pool.Close()
 	defer s.projPool.Close()
 	defer s.kafka.Close()
-	if err := outbox.EnsureTopics(ctx, s.kafka, s.cfg.OrdersTopic, s.cfg.CustomersTopic); err != nil {
-		return fmt.Errorf("kafka topics: %w", err)
-	}
 	s.log.Info("projector running", "addr", ln.Addr().String(), "config", s.cfg, "generation", s.gen.Load())
 	if s.cfg.PprofAddr != "" {
 		platform.ServePprof(ctx, s.log, s.cfg.PprofAddr)
@@ -215,6 +212,7 @@ func newProjection(cfg Config, log *slog.Logger, pool *pgxpool.Pool, reg *events
 	return outbox.NewConsumer(outbox.ConsumerConfig{
 		Pool: pool, Brokers: cfg.KafkaBrokers, Group: groupOf(cfg.ConsumerGroup, g),
 		Topics:       []string{cfg.OrdersTopic, cfg.CustomersTopic},
+		EnsureTopics: []string{cfg.OrdersTopic, cfg.CustomersTopic},
 		BatchHandler: p.apply, NoInbox: true, AcrossPartitions: true,
 		BatchSize: max(t.batchSize, 1000), MaxPollRecords: max(t.pollRecords, 10000),
 		Logger: log.With("generation", int(g)),
