@@ -234,14 +234,19 @@ func TestRebuildWhileOrdersKeepComing(t *testing.T) {
 	}
 	placed := s.workload(r, custs, 80)
 
-	// Orders keep coming during the rebuild.
+	// Orders keep coming during the rebuild, at up to 250/s: a writer with
+	// no bound could outpace a rebuild on a slower broker for minutes, and
+	// then the test would compare tens of thousands of orders.
 	ctx, stopWriting := context.WithCancel(context.Background())
 	more := make(chan []uuid.UUID)
 	var written atomic.Int64
+	pace := time.NewTicker(4 * time.Millisecond)
+	defer pace.Stop()
 	go func() {
 		var ids []uuid.UUID
 		defer func() { more <- ids }()
 		for ctx.Err() == nil {
+			<-pace.C
 			body := `{"customer_id": "` + custs[len(ids)%len(custs)].String() + `", "items": [{"product_id": "p", "quantity": 1, "unit_price": "1.00"}]}`
 			var out struct {
 				OrderID uuid.UUID `json:"order_id"`
