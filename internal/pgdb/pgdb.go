@@ -169,8 +169,13 @@ func Ensure(ctx context.Context, adminURL, name string) error {
 		return nil
 	}
 	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	// Two CREATEs that both found no database: the loser gets
+	// duplicate_database if the winner had committed when it looked, else
+	// a unique violation on the catalog's index of names (seen when two
+	// instances of a service start at once).
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "42P04" { // duplicate_database
+	if errors.As(err, &pgErr) && (pgErr.Code == "42P04" ||
+		pgErr.Code == "23505" && pgErr.ConstraintName == "pg_database_datname_index") {
 		return nil
 	}
 	if err != nil {
