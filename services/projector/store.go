@@ -71,9 +71,15 @@ func (s store) current(ctx context.Context) (generation, error) {
 	return generation(g), err
 }
 
-// prepare creates generation g's tables.
+// prepare creates generation g's tables. Several projector instances
+// starting together on a new database all create generation 1: CREATE TABLE
+// IF NOT EXISTS is not safe against a concurrent one (the loser fails on the
+// catalog's unique index), so they take turns under a transaction-level
+// advisory lock. The statements are one simple-protocol query, which
+// Postgres runs as one transaction: the lock is held until they are done.
 func (s store) prepare(ctx context.Context, g generation) error {
-	if _, err := s.pool.Exec(ctx, fmt.Sprintf(createTables, g.orders(), g.customers())); err != nil {
+	ddl := "SELECT pg_advisory_xact_lock(hashtext('rm_generations'));\n" + fmt.Sprintf(createTables, g.orders(), g.customers())
+	if _, err := s.pool.Exec(ctx, ddl); err != nil {
 		return fmt.Errorf("create generation %d: %w", g, err)
 	}
 	return nil
