@@ -308,7 +308,7 @@ func (d *decisions) consume(ctx context.Context, cl *kgo.Client, ready chan stru
 			switch env.EventType {
 			case "OrderCreated":
 				d.step(order, createdProduced, r.Timestamp)
-			case "CreditReserved", "CreditRefused":
+			case "CreditReserved", "CreditReservationFailed":
 				d.step(order, customerDecided, env.OccurredAt)
 				d.step(order, customerProduced, r.Timestamp)
 			case "OrderApproved", "OrderRejected":
