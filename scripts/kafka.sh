@@ -35,6 +35,13 @@
 # cluster: separate folders, since the single node's metadata log belongs to a
 # quorum of one. Remove .kafka/data/ (with the nodes stopped) to start empty.
 #
+# KAFKA_DATA_DIR puts everything but the jars (cluster-id, data, logs,
+# config, run) in another folder: the chaos check runs a cluster of its own
+# there, started empty and removed afterwards.
+#
+# SIGUSR1 restarts the nodes that have exited (a node killed on purpose, as
+# the chaos check does), with their data as it was.
+#
 # Heaps: -Xms512m -Xmx512m for the single node, -Xms384m -Xmx384m for each of
 # the three; KAFKA_HEAP_OPTS overrides it, KAFKA_OPTS adds JVM options.
 # KAFKA_START_TIMEOUT (s, default 180): how long the brokers may take to answer.
@@ -64,8 +71,9 @@ exec 7>&2
 say() { echo "kafka: $*" >&7; }
 die() { say "$*"; exit 1; }
 
-home=$root/.kafka
-lib=$home/lib
+home=${KAFKA_DATA_DIR:-$root/.kafka}
+home=$(mkdir -p "$home" && cd "$home" && pwd)
+lib=$root/.kafka/lib
 pom=$root/deploy/kafka/pom.xml
 version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom")
 start_timeout=${KAFKA_START_TIMEOUT:-180}
@@ -310,10 +318,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-say "starting Kafka $version, $nodes node(s)"
-t0=$SECONDS
-for i in "${!names[@]}"; do
-	name=${names[$i]}
+start_node() {
+	local i=$1 name=${names[$1]}
 	# shellcheck disable=SC2086 # the option strings are lists of options
 	"${pdeathsig[@]}" java $heap \
 		-server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
@@ -322,10 +328,14 @@ for i in "${!names[@]}"; do
 		-Dlog4j2.configurationFile="$home/config/log4j2.xml" -Dkafka.logs.dir="$home/logs/$name" \
 		${KAFKA_OPTS:-} \
 		-cp "$lib/*" kafka.Kafka "$home/config/$name.properties" \
-		</dev/null >"$home/logs/$name/stdout.log" 2>&1 7>&- 9>&- &
+		</dev/null >>"$home/logs/$name/stdout.log" 2>&1 7>&- 9>&- &
 	pids[i]=$!
 	echo "${pids[$i]}" >"$home/run/$name.pid"
-done
+}
+
+say "starting Kafka $version, $nodes node(s)"
+t0=$SECONDS
+for i in "${!names[@]}"; do start_node "$i"; done
 
 # Wait until every broker answers.
 deadline=$((SECONDS + start_timeout))
@@ -347,10 +357,20 @@ say "up in $((SECONDS - t0)) s: data in .kafka/data/, logs in .kafka/logs/; Ctrl
 echo "KAFKA_BROKERS=$brokers"
 
 # Run until a signal; a node that exits on its own is reported, and the
-# script ends when none is left.
+# script ends when none is left. SIGUSR1 restarts the nodes that exited.
 exec 2>/dev/null
 declare -A gone=()
+restart=""
+trap 'restart=1' USR1
 while :; do
+	if [ -n "$restart" ]; then
+		restart=""
+		for i in "${!gone[@]}"; do
+			say "restarting ${names[$i]}"
+			start_node "$i"
+			unset "gone[$i]"
+		done
+	fi
 	running=0
 	for i in "${!pids[@]}"; do
 		[ -n "${gone[$i]:-}" ] && continue
