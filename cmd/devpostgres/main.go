@@ -32,7 +32,11 @@ func main() {
 func run(log *slog.Logger) error {
 	port := flag.Int("port", 5432, "port to listen on, on 127.0.0.1")
 	dir := flag.String("dir", ".postgres", "folder of the binaries, the data (data/) and the server's logs (data/log/)")
+	home := flag.String("home", "", "folder of the data and logs instead of -dir (the binaries stay in -dir)")
 	flag.Parse()
+	if *home == "" {
+		*home = *dir
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -40,11 +44,11 @@ func run(log *slog.Logger) error {
 	start, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	began := time.Now()
-	s, err := pgembed.Start(start, pgembed.Config{Dir: *dir, Home: *dir, Port: *port, Log: os.Stderr})
+	s, err := pgembed.Start(start, pgembed.Config{Dir: *dir, Home: *home, Port: *port, Log: os.Stderr})
 	if err != nil {
 		return err
 	}
-	data, _ := filepath.Abs(filepath.Join(*dir, "data"))
+	data, _ := filepath.Abs(filepath.Join(*home, "data"))
 	fmt.Printf("PostgreSQL %s (embedded) on 127.0.0.1:%d, ready in %s; data in %s, logs in %s\n",
 		pgembed.Version, *port, time.Since(began).Round(10*time.Millisecond), data, filepath.Join(data, "log"))
 	fmt.Printf("connect: psql '%s'  (psql: Debian's postgresql-client)\n", s.URL())
