@@ -8,6 +8,15 @@
 // stops the services first (they drain and commit), then the broker (it saves
 // its data), then the Postgres it started.
 //
+// -instances N runs N instances of each service, on the same databases and
+// consumer groups, the second one 3 ports above the first (order 8080, 8083,
+// …; customer 8081, 8084, …; projector 8082, 8085, …; -http-port moves them). -restart D restarts
+// a service instance that exits D after it did, instead of stopping the
+// stack: the chaos check kills instances and lets devstack bring them back.
+//
+// Its children never outlive it: each gets SIGTERM when devstack dies, even
+// by SIGKILL, so no orphan keeps holding the ports.
+//
 // It runs the binaries in -bin (make run builds them there).
 package main
 
@@ -24,6 +33,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -42,22 +52,44 @@ func main() {
 	}
 }
 
-// service is one process of the stack.
+// service is one process of the stack, started again if it is restarted.
 type service struct {
-	name  string
-	addr  string // host:port it serves on
-	env   []string
-	ready string        // URL that answers 200 when it is up; "" for the broker
-	wait  time.Duration // how long it may take to come up; 60 s if 0
-	cmd   *exec.Cmd
-	done  chan error
+	name    string
+	addr    string // host:port it serves on
+	env     []string
+	ready   string        // URL that answers 200 when it is up; "" for the broker
+	wait    time.Duration // how long it may take to come up; 60 s if 0
+	path    string
+	args    []string
+	restart time.Duration // > 0: restart it this long after it exits
+
+	mu       sync.Mutex
+	p        *proc
+	stopping bool
+}
+
+// proc is one run of a service's process.
+type proc struct {
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once it has exited; err is set then
+	err    error
+}
+
+func (s *service) current() *proc {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.p
 }
 
 func run(log *slog.Logger) error {
 	bin := flag.String("bin", "bin", "directory holding the devbroker, order, customer and projector binaries")
 	data := flag.String("data", ".devbroker", "the broker's data directory")
 	kafkaPort := flag.Int("kafka-port", 9092, "port of the dev broker on 127.0.0.1")
+	httpPort := flag.Int("http-port", 8080, "the first instance's order service port; customer and projector take the next two")
+	pprofPort := flag.Int("pprof-port", 6060, "the first order instance's profiling port (customer and projector: the next two); 0: none")
 	dbPrefix := flag.String("db-prefix", "", "prefix of the services' database names (orders, customers, readmodel)")
+	instances := flag.Int("instances", 1, "instances of each service (ports 3 apart)")
+	restart := flag.Duration("restart", 0, "restart a service instance this long after it exits; 0 stops the stack instead")
 	pgData := flag.String("pgdata", ".postgres", "folder of the embedded Postgres started when DATABASE_URL is unset and none answers on 127.0.0.1:5432")
 	flag.Parse()
 	// KAFKA_BROKERS names a cluster to use (make kafka, or any other);
@@ -66,7 +98,7 @@ func run(log *slog.Logger) error {
 	var broker *service
 	if brokers == "" {
 		brokers = "127.0.0.1:" + strconv.Itoa(*kafkaPort)
-		broker = &service{name: "devbroker", addr: brokers}
+		broker = &service{name: "devbroker", addr: brokers, path: filepath.Join(*bin, "devbroker")}
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -83,13 +115,31 @@ func run(log *slog.Logger) error {
 		}
 	}
 
-	svcs := []*service{
-		{name: "customer", addr: "127.0.0.1:8081", ready: "http://127.0.0.1:8081/readyz",
-			env: []string{"DATABASE_URL=" + pgdb.WithDatabase(server, *dbPrefix+"customers"), "PPROF_ADDR=127.0.0.1:6061"}},
-		{name: "order", addr: "127.0.0.1:8080", ready: "http://127.0.0.1:8080/readyz",
-			env: []string{"DATABASE_URL=" + pgdb.WithDatabase(server, *dbPrefix+"orders"), "PPROF_ADDR=127.0.0.1:6060"}},
-		{name: "projector", addr: "127.0.0.1:8082", ready: "http://127.0.0.1:8082/readyz",
-			env: []string{"DATABASE_URL=" + pgdb.WithDatabase(server, *dbPrefix+"readmodel"), "PPROF_ADDR=127.0.0.1:6062"}},
+	if *instances < 1 || *instances > 9 {
+		return fmt.Errorf("-instances %d: want 1 to 9", *instances)
+	}
+	var svcs []*service
+	kinds := []struct {
+		name, db string
+		offset   int // from -http-port and -pprof-port
+	}{{"customer", "customers", 1}, {"order", "orders", 0}, {"projector", "readmodel", 2}}
+	for i := range *instances {
+		for _, k := range kinds {
+			name := k.name
+			if *instances > 1 {
+				name = fmt.Sprintf("%s-%d", k.name, i+1)
+			}
+			port := *httpPort + k.offset + 3*i
+			s := &service{
+				name: name, addr: fmt.Sprintf("127.0.0.1:%d", port), ready: fmt.Sprintf("http://127.0.0.1:%d/readyz", port),
+				path: filepath.Join(*bin, k.name), restart: *restart,
+				env: []string{"DATABASE_URL=" + pgdb.WithDatabase(server, *dbPrefix+k.db)},
+			}
+			if *pprofPort > 0 {
+				s.env = append(s.env, fmt.Sprintf("PPROF_ADDR=127.0.0.1:%d", *pprofPort+k.offset+3*i))
+			}
+			svcs = append(svcs, s)
+		}
 	}
 	procs := svcs // the Go processes devstack starts
 	if broker != nil {
@@ -115,9 +165,10 @@ func run(log *slog.Logger) error {
 
 	embedded := ""
 	if startPostgres {
-		pg := &service{name: "postgres", addr: "127.0.0.1:5432", wait: 5 * time.Minute}
+		pg := &service{name: "postgres", addr: "127.0.0.1:5432", wait: 5 * time.Minute,
+			path: filepath.Join(*bin, "devpostgres"), args: []string{"-port", "5432", "-dir", *pgData}}
 		log.Info("DATABASE_URL is unset and nothing answers on 127.0.0.1:5432: starting an embedded PostgreSQL (the first start fetches it)", "folder", *pgData)
-		if err := start(pg, filepath.Join(*bin, "devpostgres"), "-port", "5432", "-dir", *pgData); err != nil {
+		if err := pg.start(); err != nil {
 			return err
 		}
 		defer stopAll(log, pg) // last: the services and the broker stop first
@@ -128,7 +179,8 @@ func run(log *slog.Logger) error {
 	}
 	kafka := fmt.Sprintf("%s  (KAFKA_BROKERS)", brokers)
 	if broker != nil {
-		if err := start(broker, filepath.Join(*bin, "devbroker"), "-port", strconv.Itoa(*kafkaPort), "-data", *data); err != nil {
+		broker.args = []string{"-port", strconv.Itoa(*kafkaPort), "-data", *data}
+		if err := broker.start(); err != nil {
 			return err
 		}
 		defer stopAll(log, broker)
@@ -139,7 +191,7 @@ func run(log *slog.Logger) error {
 	}
 	for _, s := range svcs {
 		s.env = append(s.env, "KAFKA_BROKERS="+brokers, "HTTP_ADDR="+s.addr)
-		if err := start(s, filepath.Join(*bin, s.name)); err != nil {
+		if err := s.start(); err != nil {
 			return err
 		}
 		defer stopAll(log, s)
@@ -161,28 +213,49 @@ func run(log *slog.Logger) error {
 	case <-ctx.Done():
 		log.Info("stopping the stack")
 		return nil
-	case err := <-exited(procs):
+	case err := <-watch(ctx, log, procs):
 		return err
 	}
 }
 
-func start(s *service, path string, args ...string) error {
-	s.cmd = exec.Command(path, args...)
-	s.cmd.Env = append(os.Environ(), s.env...)
-	// Its own process group: Ctrl-C reaches devstack alone, which stops
-	// the children in order.
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	out, err := s.cmd.StdoutPipe()
+// start starts the service's process.
+func (s *service) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.start0()
+}
+
+// start0 is start with s.mu held.
+func (s *service) start0() error {
+	cmd := exec.Command(s.path, s.args...)
+	cmd.Env = append(os.Environ(), s.env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		// Its own process group: Ctrl-C reaches devstack alone, which stops
+		// the children in order.
+		Setpgid: true,
+		// And if devstack dies without stopping them (SIGKILL), the kernel
+		// sends them SIGTERM: they stop as on Ctrl-C instead of holding
+		// the ports as orphans.
+		Pdeathsig: syscall.SIGTERM,
+	}
+	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return err
 	}
-	s.cmd.Stderr = s.cmd.Stdout
-	if err := s.cmd.Start(); err != nil {
+	cmd.Stderr = cmd.Stdout
+	// Pdeathsig is sent when the thread that started the child exits, not
+	// the process: this goroutine keeps its thread while starting it, and
+	// Go does not end threads that no goroutine locked.
+	runtime.LockOSThread()
+	err = cmd.Start()
+	runtime.UnlockOSThread()
+	if err != nil {
 		return fmt.Errorf("start %s (did make build it?): %w", s.name, err)
 	}
 	go prefix(s.name, out)
-	s.done = make(chan error, 1)
-	go func() { s.done <- s.cmd.Wait() }()
+	p := &proc{cmd: cmd, exited: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.exited) }()
+	s.p = p
 	return nil
 }
 
@@ -195,33 +268,71 @@ func prefix(name string, r io.Reader) {
 	}
 }
 
-// stopAll sends SIGTERM and waits; after 30s it kills.
+// stopAll sends SIGTERM and waits; after 30s it kills. The service is not
+// restarted afterwards.
 func stopAll(log *slog.Logger, s *service) {
-	if s.cmd.ProcessState != nil {
-		return
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	s.mu.Lock()
+	s.stopping = true
+	p := s.p
+	s.mu.Unlock()
 	select {
-	case err := <-s.done:
-		if err != nil {
-			log.Warn("stopped with an error", "process", s.name, "err", err)
+	case <-p.exited:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+		if p.err != nil {
+			log.Warn("stopped with an error", "process", s.name, "err", p.err)
 		}
 	case <-time.After(30 * time.Second):
 		log.Warn("did not stop in 30s; killing", "process", s.name)
-		_ = s.cmd.Process.Kill()
-		<-s.done
+		_ = p.cmd.Process.Kill()
+		<-p.exited
 	}
 }
 
-// exited reports the first child to exit on its own.
-func exited(svcs []*service) <-chan error {
-	out := make(chan error, 1)
-	var once sync.Once
+// watch reports the first child to exit on its own, or to fail to restart:
+// a service with a restart delay is started again instead.
+func watch(ctx context.Context, log *slog.Logger, svcs []*service) <-chan error {
+	out := make(chan error, len(svcs))
 	for _, s := range svcs {
 		go func() {
-			err := <-s.done
-			s.done <- err // for stopAll
-			once.Do(func() { out <- fmt.Errorf("%s exited: %v", s.name, err) })
+			for {
+				p := s.current()
+				select {
+				case <-ctx.Done():
+					return
+				case <-p.exited:
+				}
+				s.mu.Lock()
+				stopping := s.stopping
+				s.mu.Unlock()
+				if stopping {
+					return
+				}
+				if s.restart <= 0 {
+					out <- fmt.Errorf("%s exited: %v", s.name, p.err)
+					return
+				}
+				log.Warn("exited; restarting it", "process", s.name, "err", p.err, "in", s.restart)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(s.restart):
+				}
+				s.mu.Lock()
+				var err error
+				if !s.stopping {
+					err = s.start0()
+				}
+				s.mu.Unlock()
+				if err != nil {
+					out <- err
+					return
+				}
+			}
 		}()
 	}
 	return out
@@ -268,9 +379,8 @@ func poll(ctx context.Context, s *service, up func() bool) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case err := <-s.done:
-			s.done <- err
-			return fmt.Errorf("%s exited while starting: %v", s.name, err)
+		case <-s.current().exited:
+			return fmt.Errorf("%s exited while starting: %v", s.name, s.current().err)
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {

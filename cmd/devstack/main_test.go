@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/eventsaga/eventsaga/internal/pgdb"
+	"github.com/eventsaga/eventsaga/internal/procs"
+	"github.com/eventsaga/eventsaga/internal/testenv"
+)
+
+// When devstack dies without stopping its children (SIGKILL, an OOM kill),
+// they must not live on holding the ports: the next make run would fail
+// with "already taken".
+func TestChildrenDoNotOutliveDevstack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the stack's binaries")
+	}
+	root, err := testenv.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := t.TempDir()
+	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/devstack", "./cmd/devbroker",
+		"./services/order/cmd/order", "./services/customer/cmd/customer", "./services/projector/cmd/projector")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+
+	server := testenv.ServerURL(t)
+	prefix := fmt.Sprintf("devstack_test_%d_", os.Getpid())
+	t.Cleanup(func() { dropDatabases(t, server, prefix) })
+	httpPort, kafkaPort := freePorts(t, 3), freePorts(t, 1)
+	cmd := exec.Command(filepath.Join(bin, "devstack"), "-bin", bin, "-data", t.TempDir(), "-db-prefix", prefix,
+		"-kafka-port", fmt.Sprint(kafkaPort), "-http-port", fmt.Sprint(httpPort), "-pprof-port", "0")
+	cmd.Env = append(withoutKafka(os.Environ()), "DATABASE_URL="+server)
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	testenv.WaitFor(t, 2*time.Minute, "the stack to run", func() bool {
+		return strings.Contains(out.String(), "The stack is running")
+	})
+	kids := procs.Children(cmd.Process.Pid)
+	t.Cleanup(func() { // those that outlived it, if the test fails
+		for _, k := range kids {
+			if p, ok := procs.Get(k.Pid); ok && p.Comm == k.Comm {
+				_ = syscall.Kill(k.Pid, syscall.SIGKILL)
+			}
+		}
+	})
+	if len(kids) != 4 { // the broker and three services
+		t.Fatalf("devstack has %d children, want 4: %v\n%s", len(kids), kids, out.String())
+	}
+
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	testenv.WaitFor(t, 45*time.Second, "devstack's children to exit", func() bool {
+		for _, k := range kids {
+			if p, ok := procs.Get(k.Pid); ok && p.State != "Z" {
+				return false
+			}
+		}
+		return true
+	})
+	for _, port := range []int{httpPort, httpPort + 1, httpPort + 2, kafkaPort} {
+		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
+			c.Close()
+			t.Errorf("port %d still answers after devstack died", port)
+		}
+	}
+}
+
+// freePorts finds n consecutive free ports on 127.0.0.1.
+func freePorts(t *testing.T, n int) int {
+	t.Helper()
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		free := true
+		for i := 1; i < n; i++ {
+			if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+i)); err != nil {
+				free = false
+			} else {
+				l.Close()
+			}
+		}
+		if free {
+			return base
+		}
+	}
+	t.Fatalf("no %d consecutive free ports", n)
+	return 0
+}
+
+func withoutKafka(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "KAFKA_BROKERS=") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+func dropDatabases(t *testing.T, server, prefix string) {
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, server)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer c.Close(ctx)
+	for _, db := range []string{"orders", "customers", "readmodel"} {
+		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{prefix + db}.Sanitize()+" WITH (FORCE)"); err != nil {
+			t.Error(pgdb.Redact(err.Error()))
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the child's writes and our reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
