@@ -245,6 +245,16 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 		kgo.AutoCommitInterval(100 * time.Millisecond),
 		// No rebalance while a polled batch is being applied.
 		kgo.BlockRebalanceOnPoll(),
+		// A member killed outright (kill -9, a lost host) holds its
+		// partitions until the group notices: kgo's default 45 s session
+		// timeout left sagas waiting minutes when instances were killed one
+		// after another. 6 s is the least a broker accepts by default
+		// (group.min.session.timeout.ms), with heartbeats every second; a
+		// rebalance waits at most 10 s for members to rejoin, far more than
+		// a batch takes to apply.
+		kgo.SessionTimeout(6 * time.Second),
+		kgo.HeartbeatInterval(time.Second),
+		kgo.RebalanceTimeout(10 * time.Second),
 	}, cfg.ClientOpts...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
