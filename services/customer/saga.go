@@ -21,12 +21,14 @@ import (
 //   - OrderCreated: reserve the order's total from the customer's available
 //     credit, or refuse (INSUFFICIENT_CREDIT, or UNKNOWN_CUSTOMER for a
 //     customer that was never registered).
-//   - OrderCancelled: release the credit held for the order, if any.
-//     Because an order's events share a partition, the cancellation of an
-//     order always arrives after its creation: a reservation made for an
-//     order that the order service has already cancelled is released here.
+//   - OrderCancelled, OrderRejected: release the credit held for the
+//     order, if any. Because an order's events share a partition, the end
+//     of an order always arrives after its creation: a reservation made for
+//     an order that the order service has already cancelled, or rejected
+//     for its deadline (DEADLINE_EXCEEDED), is released here. A rejection
+//     that followed a refusal finds nothing held and records nothing.
 //
-// Other order events need nothing from this service. A batch is decided in
+// OrderApproved needs nothing from this service. A batch is decided in
 // order, each decision on the state the previous ones left, with every
 // customer loaded and every decision written in one round trip each (see
 // eventstore.DecideAll). Customers decide on many orders each, so their
@@ -35,7 +37,9 @@ import (
 func (s *Service) applyOrderEvents(ctx context.Context, tx pgx.Tx, ds []outbox.Delivery) error {
 	var decisions []eventstore.Decision[domain.Customer]
 	for _, d := range ds {
-		if d.Envelope.EventType != "OrderCreated" && d.Envelope.EventType != "OrderCancelled" {
+		switch d.Envelope.EventType {
+		case "OrderCreated", "OrderCancelled", "OrderRejected":
+		default:
 			continue
 		}
 		e, err := s.registry.Decode(d.Envelope)
@@ -47,6 +51,8 @@ func (s *Service) applyOrderEvents(ctx context.Context, tx pgx.Tx, ds []outbox.D
 		case orders.OrderCreated:
 			customerID = e.CustomerID
 		case orders.OrderCancelled:
+			customerID = e.CustomerID
+		case orders.OrderRejected:
 			customerID = e.CustomerID
 		}
 		decisions = append(decisions, eventstore.Decision[domain.Customer]{
@@ -80,6 +86,8 @@ func decide(c domain.Customer, e events.Event) ([]events.Event, error) {
 	case orders.OrderCreated:
 		return c.ReserveCredit(e.OrderID, e.Total)
 	case orders.OrderCancelled:
+		return c.ReleaseCredit(e.OrderID), nil
+	case orders.OrderRejected:
 		return c.ReleaseCredit(e.OrderID), nil
 	}
 	return nil, fmt.Errorf("unexpected %T", e)

@@ -1,6 +1,7 @@
 // Package customer is the customer service: it registers customers with a
 // credit limit, and in the order saga it reserves credit for each order
-// placed (or refuses it) and releases the credit of cancelled orders.
+// placed (or refuses it) and releases the credit of orders cancelled, or
+// rejected after it reserved (for their deadline).
 //
 // Reading order: domain/ holds the Customer aggregate; commands.go what
 // the REST API can ask of it; saga.go how the service reacts to the order

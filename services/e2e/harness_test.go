@@ -38,7 +38,15 @@ type system struct {
 	customer                    *running[*customer.Service]
 	projector                   *running[*projector.Service]
 	topics                      *testenv.Collector
+	// orderDeadline is the order service's ORDER_DEADLINE; 0 is its default.
+	orderDeadline time.Duration
 }
+
+// option changes how startSystem starts the services.
+type option func(*system)
+
+// withOrderDeadline runs the order service with deadline d.
+func withOrderDeadline(d time.Duration) option { return func(s *system) { s.orderDeadline = d } }
 
 // running is a service serving on a port of its own until stop.
 type running[S any] struct {
@@ -47,9 +55,12 @@ type running[S any] struct {
 	stop func()
 }
 
-func startSystem(t *testing.T) *system {
+func startSystem(t *testing.T, opts ...option) *system {
 	t.Helper()
 	s := &system{t: t, kafka: testenv.NewKafka(t)}
+	for _, o := range opts {
+		o(s)
+	}
 	s.ordersTopic, s.customersTopic = s.kafka.Topic("orders.events"), s.kafka.Topic("customers.events")
 	s.kafka.CreateTopics(t, 12, s.ordersTopic, s.customersTopic)
 	s.orderDB, s.customerDB, s.readDB = testenv.Database(t), testenv.Database(t), testenv.Database(t)
@@ -80,7 +91,7 @@ func (s *system) base(db, group string) platform.Config {
 }
 
 func (s *system) startOrder() {
-	cfg := s.base(s.orderDB, "order-service")
+	cfg := order.Config{Config: s.base(s.orderDB, "order-service"), Deadline: s.orderDeadline}
 	svc, err := order.New(context.Background(), cfg, testenv.Logger(s.t).With("service", "order"))
 	if err != nil {
 		s.t.Fatal(err)

@@ -36,7 +36,7 @@ func TestServicesRefuseATopicOfAnotherPartitionCount(t *testing.T) {
 		}
 		return err
 	}
-	osvc, err := order.New(context.Background(), s.base(s.orderDB, "order-service"), testenv.Logger(t))
+	osvc, err := order.New(context.Background(), order.Config{Config: s.base(s.orderDB, "order-service")}, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -95,9 +95,11 @@ func (s *Service) Place(ctx context.Context, p PlaceOrder) (Placed, error) {
 	agg := s.repo.New(id)
 	var u eventstore.UnitOfWork
 	meta := eventstore.Meta{CorrelationID: id, CausationID: eventstore.NewID(), TraceParent: p.TraceParent}
-	if _, err := s.repo.Stage(&u, &agg, meta, evs...); err != nil {
+	envs, err := s.repo.Stage(&u, &agg, meta, evs...)
+	if err != nil {
 		return Placed{}, err
 	}
+	u.Exec(insertPending, [16]byte(id), [16]byte(envs[0].EventID)) // its deadline runs from now
 	placed := Placed{OrderID: id, Status: orders.StatusPending, Total: evs[0].(orders.OrderCreated).Total, Version: 1}
 	if p.IdempotencyKey != "" {
 		response, _ := json.Marshal(placed)
@@ -182,6 +184,7 @@ func (s *Service) Cancel(ctx context.Context, id uuid.UUID, traceParent string) 
 		if _, err := s.repo.Stage(&u, &agg, meta, evs...); err != nil {
 			return err
 		}
+		u.Exec(forgetPending, [][16]byte{id}) // no longer PENDING: no deadline
 		if err := s.bb.Store.Commit(ctx, &u); err != nil {
 			return err
 		}

@@ -22,12 +22,15 @@ import (
 //   - CreditReservationFailed: a PENDING order is rejected with the reason.
 //
 // A decision for an order that is no longer PENDING records nothing; in
-// particular a reservation for an order cancelled meanwhile is released by
-// the customer service when it sees the cancellation. The customer
+// particular a reservation for an order cancelled or rejected for its
+// deadline meanwhile is released by the customer service when it sees the
+// cancellation or the rejection. Either way the order has left PENDING, so
+// its deadline goes (pending_orders, see deadline.go). The customer
 // service's other events need nothing from this service. A batch costs a
 // few statements, not a few per event (see eventstore.DecideAll).
 func (s *Service) applyCreditDecisions(ctx context.Context, tx pgx.Tx, ds []outbox.Delivery) error {
 	var decisions []eventstore.Decision[domain.Order]
+	var decided [][16]byte
 	for _, d := range ds {
 		if d.Envelope.EventType != "CreditReserved" && d.Envelope.EventType != "CreditReservationFailed" {
 			continue
@@ -46,6 +49,7 @@ func (s *Service) applyCreditDecisions(ctx context.Context, tx pgx.Tx, ds []outb
 		case customers.CreditReservationFailed:
 			orderID, decide = e.OrderID, func(o domain.Order) []events.Event { return o.Reject(e.Reason) }
 		}
+		decided = append(decided, orderID)
 		decisions = append(decisions, eventstore.Decision[domain.Order]{
 			ID: orderID,
 			Meta: eventstore.Meta{
@@ -61,6 +65,14 @@ func (s *Service) applyCreditDecisions(ctx context.Context, tx pgx.Tx, ds []outb
 			},
 		})
 	}
-	_, err := s.repo.DecideAll(ctx, tx, decisions, nil) // an order is decided once: nothing to cache
-	return err
+	if _, err := s.repo.DecideAll(ctx, tx, decisions, nil); err != nil { // an order is decided once: nothing to cache
+		return err
+	}
+	if len(decided) == 0 {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, forgetPending, decided); err != nil {
+		return fmt.Errorf("forget the deadlines of decided orders: %w", err)
+	}
+	return nil
 }

@@ -1,19 +1,25 @@
 // Package order is the order service: users place and cancel orders over
 // REST, and in the saga it approves an order when the customer service
-// reserved its credit and rejects it when the customer service refused.
+// reserved its credit, rejects it when the customer service refused, and
+// rejects it with DEADLINE_EXCEEDED when no decision came within
+// ORDER_DEADLINE.
 //
 // Reading order: domain/ holds the Order aggregate; commands.go what the
 // REST API can ask of it; saga.go how the service reacts to the customer
-// service's credit decisions; http.go the REST API; this file wires the
-// parts.
+// service's credit decisions; deadline.go how it rejects the orders that got
+// none in time; http.go the REST API; this file wires the parts.
 package order
 
 import (
 	"context"
 	"embed"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -31,19 +37,60 @@ import (
 //go:embed migrations/*.sql
 var migrations embed.FS
 
-// Migration is the order service's own schema (idempotency keys).
+// Migration is the order service's own schema (idempotency keys, the orders
+// that may still be PENDING).
 func Migration() pgmigrate.Migration {
 	return pgmigrate.Migration{VersionTable: "order_schema_version", FS: migrations, Dir: "migrations"}
 }
 
-// Config is the order service's configuration.
-type Config = platform.Config
+// DefaultDeadline is ORDER_DEADLINE unless set: well above the pause a
+// consumer-group failover can cause (up to about 15 s), so that a failover
+// never rejects an order whose credit decision is merely late.
+const DefaultDeadline = 30 * time.Second
+
+// failoverPause is how long a consumer-group failover can hold up credit
+// decisions; a deadline below it is allowed (tests use a few seconds) but
+// warned about.
+const failoverPause = 15 * time.Second
+
+// Config is the order service's configuration: what every service reads,
+// and the saga's deadline.
+type Config struct {
+	platform.Config
+	// Deadline is how long an order may stay PENDING without a credit
+	// decision before it is rejected with DEADLINE_EXCEEDED
+	// (ORDER_DEADLINE, a Go duration). Zero means DefaultDeadline.
+	Deadline time.Duration
+}
 
 // LoadConfig reads the configuration from getenv (os.Getenv in main).
 func LoadConfig(getenv func(string) string) (Config, error) {
-	return platform.Load(getenv, platform.Defaults{
+	base, err := platform.Load(getenv, platform.Defaults{
 		DatabaseURL: pgdb.WithDatabase(pgdb.Local, "orders"), HTTPAddr: ":8080", ConsumerGroup: "order-service",
 	})
+	cfg := Config{Config: base, Deadline: DefaultDeadline}
+	if err != nil {
+		return cfg, err
+	}
+	if v := strings.TrimSpace(getenv("ORDER_DEADLINE")); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return cfg, fmt.Errorf("ORDER_DEADLINE: %q is not a Go duration such as 30s or 1m", v)
+		}
+		if d <= 0 {
+			return cfg, fmt.Errorf("ORDER_DEADLINE must be positive, not %s", v)
+		}
+		cfg.Deadline = d
+	}
+	return cfg, cfg.Validate()
+}
+
+// Validate reports a configuration the service cannot start with.
+func (c Config) Validate() error {
+	if c.Deadline < 0 {
+		return fmt.Errorf("the order deadline must be positive, not %s", c.Deadline)
+	}
+	return c.Config.Validate()
 }
 
 // Service is a running order service's parts.
@@ -59,13 +106,23 @@ type Service struct {
 // New connects to the database (creating and migrating it if need be) and
 // prepares the service's parts; Serve runs them.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Deadline == 0 {
+		cfg.Deadline = DefaultDeadline
+	}
+	if cfg.Deadline < failoverPause {
+		log.Warn("the order deadline is shorter than a consumer-group failover can hold up credit decisions: a failover may reject orders that would have been approved",
+			"order_deadline", cfg.Deadline, "failover_pause", failoverPause)
+	}
 	s := &Service{cfg: cfg, log: log, registry: events.NewRegistry()}
 	if err := errors.Join(orders.Register(s.registry), customers.Register(s.registry)); err != nil {
 		return nil, err
 	}
 	var err error
 	if s.bb, err = platform.NewBackbone(ctx, platform.BackboneConfig{
-		Config: cfg, Registry: s.registry, Migrations: []pgmigrate.Migration{Migration()},
+		Config: cfg.Config, Registry: s.registry, Migrations: []pgmigrate.Migration{Migration()},
 		Topic: cfg.CustomersTopic, BatchHandler: s.applyCreditDecisions, Logger: log,
 	}); err != nil {
 		return nil, err
@@ -81,9 +138,19 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	return s, nil
 }
 
-// Serve runs the API on ln, the relay and the consumer until ctx is done,
-// then shuts them down in order (see platform.Run) and closes the database.
+// Serve runs the API on ln, the relay, the consumer and the deadline until
+// ctx is done, then shuts them down in order (see platform.Run) and closes
+// the database.
 func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
+	// The deadline stops with ctx, while the API drains. What it commits
+	// until then is in the outbox: published by the relay's last flush, or
+	// at the next start. Should another part fail first, the database may
+	// close under it for a moment; it stops right after.
+	deadlineCtx, stopDeadline := context.WithCancel(ctx)
+	var deadline sync.WaitGroup
+	deadline.Go(func() { s.enforceDeadlines(deadlineCtx) })
+	defer deadline.Wait()
+	defer stopDeadline()
 	return s.bb.Serve(ctx, ln, s.http)
 }
 

@@ -21,17 +21,24 @@ import (
 // read model to catch up.
 const MinVersionWait = 3 * time.Second
 
-// Page sizes of GET /orders.
+// Page sizes of GET /orders and GET /sagas/stuck.
 const (
 	DefaultPageSize = 50
 	MaxPageSize     = 500
 )
+
+// DefaultStuckAfter is how long an order must have been PENDING for GET
+// /sagas/stuck to show it, unless older_than says otherwise. A saga takes
+// milliseconds; the order service rejects a PENDING order after its
+// deadline (30 s by default).
+const DefaultStuckAfter = 10 * time.Second
 
 func (s *Service) routes() *echo.Echo {
 	e := httpapi.New(s.log)
 	e.GET("/orders/:id", s.getOrder)
 	e.GET("/orders", s.listOrders)
 	e.GET("/customers/:id", s.getCustomer)
+	e.GET("/sagas/stuck", s.stuckSagas)
 	e.GET("/status", s.getStatus)
 	httpapi.Health(e, s.ready)
 	return e
@@ -145,18 +152,58 @@ func (s *Service) listOrders(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	page := struct {
-		Orders []orderView `json:"orders"`
-		Next   *string     `json:"next"`
-	}{Orders: make([]orderView, len(rows))}
+	return c.JSON(http.StatusOK, pageOf(rows, f.Limit))
+}
+
+// stuckSagas lists, for operators, the orders PENDING for longer than
+// older_than, by ascending ID (roughly the order they were placed in), a page
+// at a time like GET /orders.
+func (s *Service) stuckSagas(c echo.Context) error {
+	olderThan := DefaultStuckAfter
+	if q := c.QueryParam("older_than"); q != "" {
+		d, err := time.ParseDuration(q)
+		if err != nil || d < 0 {
+			return httpapi.BadRequest("older_than must be a Go duration of 0 or more, such as 10s or 2m", httpapi.FieldError{Field: "older_than", Message: "not a duration of 0 or more"})
+		}
+		olderThan = d
+	}
+	f := OrderFilter{Limit: DefaultPageSize}
+	var err error
+	if q := c.QueryParam("after"); q != "" {
+		if f.After, err = httpapi.ParseUUID("after", q); err != nil {
+			return err
+		}
+	}
+	if q := c.QueryParam("limit"); q != "" {
+		if f.Limit, err = strconv.Atoi(q); err != nil || f.Limit < 1 || f.Limit > MaxPageSize {
+			return httpapi.BadRequest(fmt.Sprintf("limit must be a whole number from 1 to %d", MaxPageSize), httpapi.FieldError{Field: "limit", Message: "out of range"})
+		}
+	}
+	rows, err := generation(s.gen.Load()).stuckOrders(c.Request().Context(), s.pool, time.Now().Add(-olderThan), f)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, pageOf(rows, f.Limit))
+}
+
+// orderPage is a page of GET /orders or GET /sagas/stuck.
+type orderPage struct {
+	Orders []orderView `json:"orders"`
+	Next   *string     `json:"next"`
+}
+
+// pageOf is rows as a page of up to limit orders: when it is full, next is
+// its last order's ID, the cursor of the next page.
+func pageOf(rows []OrderRow, limit int) orderPage {
+	page := orderPage{Orders: make([]orderView, len(rows))}
 	for i, r := range rows {
 		page.Orders[i] = viewOf(r)
 	}
-	if len(rows) == f.Limit {
+	if len(rows) == limit {
 		next := rows[len(rows)-1].OrderID.String()
 		page.Next = &next
 	}
-	return c.JSON(http.StatusOK, page)
+	return page
 }
 
 func (s *Service) getCustomer(c echo.Context) error {

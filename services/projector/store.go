@@ -10,6 +10,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/eventsaga/eventsaga/pkg/events/orders"
 )
 
 // ErrNotFound: no such row in the read model.
@@ -282,6 +284,23 @@ WHERE ($1::uuid IS NULL OR customer_id = $1)
   AND ($3::uuid IS NULL OR order_id > $3)
 ORDER BY order_id
 LIMIT $4`, g.orders()), nullUUID(f.CustomerID), nullString(f.Status), nullUUID(f.After), f.Limit)
+	return collectOrders(rows)
+}
+
+// stuckOrders returns the orders PENDING since before cutoff, by ascending
+// ID, a page at a time. A PENDING order's row holds only its OrderCreated,
+// so updated_at is when it was placed. The index on (status, order_id) reads
+// only PENDING rows, few in a working system, and as IDs are time-ordered,
+// the oldest first: the scan stops at the page's end, before the young ones.
+// No index on updated_at is needed.
+func (g generation) stuckOrders(ctx context.Context, q pgxQuerier, cutoff time.Time, f OrderFilter) ([]OrderRow, error) {
+	rows, _ := q.Query(ctx, fmt.Sprintf(`
+SELECT order_id, customer_id, status, total, coalesce(rejection_reason, ''), version, updated_at
+FROM %s
+WHERE status = $1 AND updated_at < $2
+  AND ($3::uuid IS NULL OR order_id > $3)
+ORDER BY order_id
+LIMIT $4`, g.orders()), orders.StatusPending, cutoff, nullUUID(f.After), f.Limit)
 	return collectOrders(rows)
 }
 

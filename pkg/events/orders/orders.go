@@ -20,10 +20,12 @@ const (
 	StatusCancelled = "CANCELLED"
 )
 
-// Rejection reasons, the same as the customer service's refusal reasons.
+// Rejection reasons: the customer service's refusal reasons, and the order
+// service's own when no credit decision came in time.
 const (
 	ReasonInsufficientCredit = "INSUFFICIENT_CREDIT"
 	ReasonUnknownCustomer    = "UNKNOWN_CUSTOMER"
+	ReasonDeadlineExceeded   = "DEADLINE_EXCEEDED"
 )
 
 // Item is one line of an order.
@@ -48,7 +50,8 @@ type OrderApproved struct {
 	Total      events.Money `json:"total"`
 }
 
-// OrderRejected: the customer service refused credit.
+// OrderRejected: the customer service refused credit, or decided nothing
+// before the order's deadline (ReasonDeadlineExceeded).
 type OrderRejected struct {
 	OrderID    uuid.UUID `json:"order_id"`
 	CustomerID uuid.UUID `json:"customer_id"`

@@ -113,7 +113,8 @@ func (c Customer) ReserveCredit(orderID uuid.UUID, amount events.Money) ([]event
 	return []events.Event{customers.CreditReserved{CustomerID: c.ID, OrderID: orderID, Amount: amount}}, nil
 }
 
-// ReleaseCredit frees the credit held for a cancelled order, if any is.
+// ReleaseCredit frees the credit held for an order that was cancelled or
+// rejected, if any is.
 func (c Customer) ReleaseCredit(orderID uuid.UUID) []events.Event {
 	amount, held := c.Reservations[orderID]
 	if !held {

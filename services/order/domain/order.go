@@ -1,6 +1,7 @@
 // Package domain is the Order aggregate and its life: placed PENDING, then
-// APPROVED when the customer's credit is reserved or REJECTED when it is
-// refused; a PENDING or APPROVED order can be CANCELLED. Commands decide on
+// APPROVED when the customer's credit is reserved, or REJECTED when it is
+// refused or when no decision came before the order's deadline; a PENDING or
+// APPROVED order can be CANCELLED. Commands decide on
 // the current state and return the events to record; Apply rebuilds the
 // state from events. It knows nothing of HTTP, SQL or Kafka.
 package domain
@@ -101,6 +102,16 @@ func (o Order) Reject(reason string) []events.Event {
 		return nil
 	}
 	return []events.Event{orders.OrderRejected{OrderID: o.ID, CustomerID: o.CustomerID, Reason: reason}}
+}
+
+// Expire decides on an order whose deadline passed: a PENDING order, which
+// got no credit decision in time, is rejected with DEADLINE_EXCEEDED. In any
+// other state it records nothing, and a credit decision that arrives after
+// it records nothing either (the order is no longer PENDING): an order is
+// decided once. Credit reserved for it meanwhile is released by the customer
+// service when it sees the rejection.
+func (o Order) Expire() []events.Event {
+	return o.Reject(orders.ReasonDeadlineExceeded)
 }
 
 // Cancel cancels a PENDING or APPROVED order.

@@ -76,6 +76,8 @@ func TestDecisionsAndCancel(t *testing.T) {
 	rejected := orders.OrderRejected{OrderID: orderID, CustomerID: customerID, Reason: orders.ReasonInsufficientCredit}
 	cancelledPending := orders.OrderCancelled{OrderID: orderID, CustomerID: customerID, Total: 1750, PreviousStatus: orders.StatusPending}
 	cancelledApproved := orders.OrderCancelled{OrderID: orderID, CustomerID: customerID, Total: 1750, PreviousStatus: orders.StatusApproved}
+	expired := orders.OrderRejected{OrderID: orderID, CustomerID: customerID, Reason: orders.ReasonDeadlineExceeded}
+	expire := func(o Order) ([]events.Event, error) { return o.Expire(), nil }
 
 	tests := []struct {
 		name   string
@@ -92,6 +94,14 @@ func TestDecisionsAndCancel(t *testing.T) {
 		{"cancelled then reserved: nothing", []events.Event{created, cancelledPending}, func(o Order) ([]events.Event, error) { return o.Approve(), nil }, nil, nil, orders.StatusCancelled},
 		{"cancelled then refused: nothing", []events.Event{created, cancelledPending}, func(o Order) ([]events.Event, error) { return o.Reject("X"), nil }, nil, nil, orders.StatusCancelled},
 		{"approved then refused: nothing", []events.Event{created, approved}, func(o Order) ([]events.Event, error) { return o.Reject("X"), nil }, nil, nil, orders.StatusApproved},
+		{"pending past its deadline is rejected", []events.Event{created}, expire, []events.Event{expired}, nil, orders.StatusRejected},
+		{"approved past its deadline: nothing", []events.Event{created, approved}, expire, nil, nil, orders.StatusApproved},
+		{"rejected past its deadline: nothing", []events.Event{created, rejected}, expire, nil, nil, orders.StatusRejected},
+		{"cancelled past its deadline: nothing", []events.Event{created, cancelledPending}, expire, nil, nil, orders.StatusCancelled},
+		{"expired twice: nothing", []events.Event{created, expired}, expire, nil, nil, orders.StatusRejected},
+		{"expired then reserved: nothing", []events.Event{created, expired}, func(o Order) ([]events.Event, error) { return o.Approve(), nil }, nil, nil, orders.StatusRejected},
+		{"expired then refused: nothing", []events.Event{created, expired}, func(o Order) ([]events.Event, error) { return o.Reject(orders.ReasonInsufficientCredit), nil }, nil, nil, orders.StatusRejected},
+		{"cancel expired", []events.Event{created, expired}, Order.Cancel, nil, ErrCannotCancel, orders.StatusRejected},
 		{"cancel pending", []events.Event{created}, Order.Cancel, []events.Event{cancelledPending}, nil, orders.StatusCancelled},
 		{"cancel approved", []events.Event{created, approved}, Order.Cancel, []events.Event{cancelledApproved}, nil, orders.StatusCancelled},
 		{"cancel rejected", []events.Event{created, rejected}, Order.Cancel, nil, ErrCannotCancel, orders.StatusRejected},
@@ -112,6 +122,9 @@ func TestDecisionsAndCancel(t *testing.T) {
 	}
 	if o := given(created, rejected); o.RejectionReason != orders.ReasonInsufficientCredit {
 		t.Errorf("rejection reason %q", o.RejectionReason)
+	}
+	if o := given(created, expired); o.RejectionReason != orders.ReasonDeadlineExceeded {
+		t.Errorf("rejection reason after the deadline %q", o.RejectionReason)
 	}
 }
 

@@ -1,5 +1,6 @@
 // Command order runs the order service. Configuration comes from the
-// environment: DATABASE_URL, KAFKA_BROKERS, HTTP_ADDR (see order.Config).
+// environment: DATABASE_URL, KAFKA_BROKERS, HTTP_ADDR, ORDER_DEADLINE (see
+// order.Config and docs/api.md).
 package main
 
 import (
