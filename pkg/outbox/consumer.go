@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,8 +26,10 @@ type Delivery struct {
 }
 
 // Header returns the value of the record's header key, or "".
-func (d Delivery) Header(key string) string {
-	for _, h := range d.Record.Headers {
+func (d Delivery) Header(key string) string { return header(d.Record, key) }
+
+func header(rec *kgo.Record, key string) string {
+	for _, h := range rec.Headers {
 		if h.Key == key {
 			return string(h.Value)
 		}
@@ -75,8 +76,21 @@ type permanentError struct{ err error }
 func (p permanentError) Error() string { return p.err.Error() }
 func (p permanentError) Unwrap() error { return p.err }
 
-// HeaderError is the header a dead-lettered record carries the reason in.
-const HeaderError = "error"
+// The headers a consumer adds to a record it dead-letters, and the one that
+// marks a record replayed from a dead-letter topic (see ReplayDeadLetters).
+const (
+	// HeaderError is why the record was given up: the last error.
+	HeaderError = "error"
+	// HeaderDLQSource is where the record was: <topic>/<partition>@<offset>.
+	HeaderDLQSource = "dlq_source"
+	// HeaderDLQGroup is the consumer group that gave the record up.
+	HeaderDLQGroup = "dlq_group"
+	// HeaderReplay, on a record of a consumed topic, names the consumer
+	// group it is replayed for. That group applies the event even though
+	// it dead-lettered it before; any other group, or that group once the
+	// event is applied, skips it as the duplicate it is.
+	HeaderReplay = "dlq_replay"
+)
 
 // ConsumerConfig configures a Consumer.
 type ConsumerConfig struct {
@@ -206,7 +220,9 @@ type ConsumerStats struct {
 // per transaction, so that a bad record is found, retried and dead-lettered
 // without holding back the good ones. Offsets are committed after the
 // transactions committed. Rebalances are held off while a batch is in hand,
-// so a partition is never given up in the middle of one.
+// so a partition is never given up in the middle of one. A record that
+// cannot be applied is dead-lettered and its event marked in the inbox: a
+// redelivery skips it, a replay for the group (HeaderReplay) applies it.
 type Consumer struct {
 	cfg  ConsumerConfig
 	log  *slog.Logger
@@ -460,10 +476,21 @@ func (c *Consumer) applyPartition(ctx context.Context, recs []*kgo.Record) (last
 	return last
 }
 
+// claimEvents records events in the inbox as applied and returns those it
+// had no row for: an event applied before, or dead-lettered before, is
+// skipped.
 const claimEvents = `
 INSERT INTO inbox (consumer_group, event_id)
 SELECT $1, unnest($2::uuid[])
 ON CONFLICT DO NOTHING
+RETURNING event_id`
+
+// claimReplays turns dead-lettered events into applied ones and returns
+// them: what a replay may apply. An event applied since (by an earlier
+// replay) keeps its row and is not returned.
+const claimReplays = `
+UPDATE inbox SET dead_letter = NULL, processed_at = now()
+WHERE consumer_group = $1 AND event_id = ANY($2::uuid[]) AND dead_letter IS NOT NULL
 RETURNING event_id`
 
 // applyBatch applies recs in one transaction: it claims their event IDs in
@@ -471,19 +498,23 @@ RETURNING event_id`
 func (c *Consumer) applyBatch(ctx context.Context, recs []*kgo.Record) error {
 	envs := make([]events.Envelope, len(recs))
 	ids := make([][16]byte, len(recs)) // pgx's native uuid form; see eventstore
+	var replays [][16]byte
 	for i, rec := range recs {
 		env, err := events.ParseEnvelope(rec.Value)
 		if err != nil {
 			return Permanent(err)
 		}
 		envs[i], ids[i] = env, env.EventID
+		if c.replayed(rec) {
+			replays = append(replays, env.EventID)
+		}
 	}
 	var applied, dups int64
 	var ds []Delivery
 	hooks := &commitHooks{}
 	ctx = context.WithValue(ctx, commitHooksKey{}, hooks)
 	err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
-		fresh, err := c.claim(ctx, tx, ids)
+		fresh, err := c.claim(ctx, tx, ids, replays)
 		if err != nil {
 			return err
 		}
@@ -522,24 +553,62 @@ func (c *Consumer) applyBatch(ctx context.Context, recs []*kgo.Record) error {
 		if applied > 0 && c.cfg.AfterCommit != nil {
 			c.cfg.AfterCommit(ds)
 		}
+		if len(replays) > 0 {
+			c.logReplays(recs, envs, ds)
+		}
 	}
 	return err
 }
 
-// claim records ids in the inbox and returns those not recorded before;
-// nil (everything is fresh) without an inbox.
-func (c *Consumer) claim(ctx context.Context, tx pgx.Tx, ids [][16]byte) (map[[16]byte]bool, error) {
+// replayed reports a record replayed from this group's dead letters.
+func (c *Consumer) replayed(rec *kgo.Record) bool {
+	return header(rec, HeaderReplay) == c.cfg.Group
+}
+
+// logReplays tells the operator who replayed dead letters what became of
+// them: nothing else shows that a replay was skipped.
+func (c *Consumer) logReplays(recs []*kgo.Record, envs []events.Envelope, applied []Delivery) {
+	done := make(map[*kgo.Record]bool, len(applied))
+	for _, d := range applied {
+		done[d.Record] = true
+	}
+	for i, rec := range recs {
+		if !c.replayed(rec) {
+			continue
+		}
+		attrs := []any{"event_id", envs[i].EventID, "event_type", envs[i].EventType, "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset}
+		if done[rec] {
+			c.log.Info("replayed dead letter applied", attrs...)
+		} else {
+			c.log.Info("replayed dead letter skipped: the group has applied its event already", attrs...)
+		}
+	}
+}
+
+// claim records ids in the inbox and returns those to apply: the ones not
+// recorded before, and those of replays (a subset of ids) whose events were
+// dead-lettered and not applied since. Without an inbox it returns nil:
+// everything is to be applied.
+func (c *Consumer) claim(ctx context.Context, tx pgx.Tx, ids, replays [][16]byte) (map[[16]byte]bool, error) {
 	if c.cfg.NoInbox {
 		return nil, nil
 	}
-	rows, _ := tx.Query(ctx, claimEvents, c.cfg.Group, ids)
-	claimed, err := pgx.CollectRows(rows, pgx.RowTo[[16]byte])
-	if err != nil {
-		return nil, fmt.Errorf("claim in inbox: %w", err)
-	}
-	fresh := make(map[[16]byte]bool, len(claimed))
-	for _, id := range claimed {
-		fresh[id] = true
+	fresh := make(map[[16]byte]bool, len(ids))
+	for _, q := range []struct {
+		sql string
+		ids [][16]byte
+	}{{claimEvents, ids}, {claimReplays, replays}} {
+		if len(q.ids) == 0 {
+			continue
+		}
+		rows, _ := tx.Query(ctx, q.sql, c.cfg.Group, q.ids)
+		claimed, err := pgx.CollectRows(rows, pgx.RowTo[[16]byte])
+		if err != nil {
+			return nil, fmt.Errorf("claim in inbox: %w", err)
+		}
+		for _, id := range claimed {
+			fresh[id] = true
+		}
 	}
 	return fresh, nil
 }
@@ -605,13 +674,22 @@ func (c *Consumer) transient(err error) bool {
 	return c.cfg.Transient != nil && c.cfg.Transient(err)
 }
 
+// markDeadLetter records in the inbox that the group gave an event up, and
+// where the dead letter went; a replay that failed again moves the mark to
+// its new dead letter. It never touches an event applied meanwhile.
+const markDeadLetter = `
+INSERT INTO inbox (consumer_group, event_id, dead_letter) VALUES ($1, $2, $3)
+ON CONFLICT (consumer_group, event_id) DO UPDATE SET dead_letter = EXCLUDED.dead_letter, processed_at = now()
+WHERE inbox.dead_letter IS NOT NULL`
+
 // deadLetter publishes rec, with the reason, to the dead-letter topic and
 // waits for Kafka's acknowledgment. It returns false only if ctx ended first.
 func (c *Consumer) deadLetter(ctx context.Context, rec *kgo.Record, cause error) bool {
 	c.log.Error("dead-lettering record", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", cause)
 	headers := append(append([]kgo.RecordHeader(nil), rec.Headers...),
 		kgo.RecordHeader{Key: HeaderError, Value: []byte(cause.Error())},
-		kgo.RecordHeader{Key: "dlq_source", Value: []byte(rec.Topic + "/" + strconv.Itoa(int(rec.Partition)) + "@" + strconv.FormatInt(rec.Offset, 10))},
+		kgo.RecordHeader{Key: HeaderDLQSource, Value: []byte(locationOf(rec).String())},
+		kgo.RecordHeader{Key: HeaderDLQGroup, Value: []byte(c.cfg.Group)},
 	)
 	dl := &kgo.Record{Topic: c.cfg.DLQTopic, Key: rec.Key, Value: rec.Value, Headers: headers}
 	backoff := c.cfg.RetryBackoff
@@ -632,9 +710,9 @@ func (c *Consumer) deadLetter(ctx context.Context, rec *kgo.Record, cause error)
 	c.deadLettered.Add(1)
 	// Remember it as dealt with: if its offset is not committed (a crash, a
 	// rebalance), a redelivery must not apply it after the records that
-	// followed it, nor dead-letter it twice.
+	// followed it, nor dead-letter it twice. Only a replay applies it now.
 	if env, err := events.ParseEnvelope(rec.Value); err == nil && !c.cfg.NoInbox {
-		if _, err := c.pool.Exec(ctx, claimEvents, c.cfg.Group, [][16]byte{env.EventID}); err != nil {
+		if _, err := c.pool.Exec(ctx, markDeadLetter, c.cfg.Group, env.EventID, locationOf(dl).String()); err != nil {
 			c.log.Warn("could not record the dead letter in the inbox", "err", err)
 		}
 	}

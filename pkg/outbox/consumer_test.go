@@ -120,6 +120,9 @@ func TestConsumerDeadLettersUndecodableRecordAndMovesOn(t *testing.T) {
 	if string(d.Key) != key.String() || string(d.Value) != "this is not JSON" || hs["origin"] != "test" || hs[HeaderError] == "" {
 		t.Errorf("dead letter: key %s value %q headers %v", d.Key, d.Value, hs)
 	}
+	if hs[HeaderDLQSource] != e.topic+"/0@0" || hs[HeaderDLQGroup] != c.consumer.cfg.Group {
+		t.Errorf("dead letter's origin: %s %q, %s %q; want %s/0@0 and the group", HeaderDLQSource, hs[HeaderDLQSource], HeaderDLQGroup, hs[HeaderDLQGroup], e.topic)
+	}
 	if rows, _ := c.counts(t); rows != 1 {
 		t.Errorf("%d effects, want 1", rows)
 	}

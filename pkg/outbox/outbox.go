@@ -11,7 +11,12 @@
 //   - Consumer applies records to a database through a handler, recording
 //     each event ID in an inbox table in the same transaction as the effect,
 //     so a duplicate or redelivered event changes nothing, and commits Kafka
-//     offsets only after that transaction committed.
+//     offsets only after that transaction committed. A record it cannot apply
+//     goes to the group's dead-letter topic, and its event is marked in the
+//     inbox as dead-lettered, so that only a replay applies it.
+//   - ReadDeadLetters and ReplayDeadLetters list a dead-letter topic and
+//     send chosen records back to where they came from, for their group's
+//     consumer to apply, once (bin/dlq runs them).
 //   - Notifier wakes the relay right after a commit, so that latency is a
 //     few milliseconds rather than a poll interval.
 package outbox
