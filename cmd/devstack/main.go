@@ -133,7 +133,9 @@ func run(log *slog.Logger) error {
 			s := &service{
 				name: name, addr: fmt.Sprintf("127.0.0.1:%d", port), ready: fmt.Sprintf("http://127.0.0.1:%d/readyz", port),
 				path: filepath.Join(*bin, k.name), restart: *restart,
-				env: []string{"DATABASE_URL=" + pgdb.WithDatabase(server, *dbPrefix+k.db)},
+				// Static members of their groups: a restarted instance
+				// takes its partitions back without a rebalance.
+				env: []string{"DATABASE_URL=" + pgdb.WithDatabase(server, *dbPrefix+k.db), "CONSUMER_INSTANCE_ID=" + name},
 			}
 			if *pprofPort > 0 {
 				s.env = append(s.env, fmt.Sprintf("PPROF_ADDR=127.0.0.1:%d", *pprofPort+k.offset+3*i))

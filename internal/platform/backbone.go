@@ -71,7 +71,7 @@ func (b *Backbone) build(cfg BackboneConfig) error {
 		return err
 	}
 	b.Consumer, err = outbox.NewConsumer(outbox.ConsumerConfig{
-		Pool: b.Pool, Brokers: cfg.KafkaBrokers, Group: cfg.ConsumerGroup, Topics: []string{cfg.Topic},
+		Pool: b.Pool, Brokers: cfg.KafkaBrokers, Group: cfg.ConsumerGroup, InstanceID: cfg.ConsumerInstance, Topics: []string{cfg.Topic},
 		Handler: cfg.Handler, BatchHandler: cfg.BatchHandler, Logger: cfg.Logger,
 		// On a real cluster topics are not created on first use, and they
 		// must have the system's partition count.

@@ -52,6 +52,12 @@ type Config struct {
 	// ConsumerGroup is the service's consumer group (CONSUMER_GROUP); its
 	// dead letters go to dlq.<group>.
 	ConsumerGroup string
+	// ConsumerInstance (CONSUMER_INSTANCE_ID), if set, makes the service's
+	// consumers static members of their groups: an instance restarted
+	// within the session timeout (6 s) takes its partitions back without a
+	// rebalance of the others. Unique per running instance, the same
+	// across its restarts; letters, digits, '.', '_' and '-'.
+	ConsumerInstance string
 	// SnapshotEvery is how often an aggregate's state is snapshotted
 	// (SNAPSHOT_EVERY).
 	SnapshotEvery int
@@ -75,12 +81,13 @@ func Load(getenv func(string) string, d Defaults) (Config, error) {
 		return def
 	}
 	cfg := Config{
-		DatabaseURL:    get("DATABASE_URL", d.DatabaseURL),
-		HTTPAddr:       get("HTTP_ADDR", d.HTTPAddr),
-		OrdersTopic:    get("ORDERS_TOPIC", OrdersTopic),
-		CustomersTopic: get("CUSTOMERS_TOPIC", CustomersTopic),
-		ConsumerGroup:  get("CONSUMER_GROUP", d.ConsumerGroup),
-		PprofAddr:      get("PPROF_ADDR", ""),
+		DatabaseURL:      get("DATABASE_URL", d.DatabaseURL),
+		HTTPAddr:         get("HTTP_ADDR", d.HTTPAddr),
+		OrdersTopic:      get("ORDERS_TOPIC", OrdersTopic),
+		CustomersTopic:   get("CUSTOMERS_TOPIC", CustomersTopic),
+		ConsumerGroup:    get("CONSUMER_GROUP", d.ConsumerGroup),
+		ConsumerInstance: get("CONSUMER_INSTANCE_ID", ""),
+		PprofAddr:        get("PPROF_ADDR", ""),
 	}
 	for _, b := range strings.Split(get("KAFKA_BROKERS", "127.0.0.1:9092"), ",") {
 		if b = strings.TrimSpace(b); b != "" {
@@ -110,6 +117,8 @@ func (c Config) Validate() error {
 		return errors.New("SHUTDOWN_TIMEOUT must be positive")
 	case c.ConsumerGroup == "":
 		return errors.New("CONSUMER_GROUP is empty")
+	case !validInstance(c.ConsumerInstance):
+		return fmt.Errorf("CONSUMER_INSTANCE_ID %q: at most 249 letters, digits, '.', '_' or '-'", c.ConsumerInstance)
 	}
 	if _, err := pgxpool.ParseConfig(c.DatabaseURL); err != nil {
 		return fmt.Errorf("DATABASE_URL: %w", err)
@@ -274,4 +283,18 @@ func WithSetting(dbURL, name, value string) string {
 		return u.String()
 	}
 	return dbURL + " " + name + "=" + value // keyword/value form
+}
+
+// validInstance reports whether id is empty or a name Kafka takes as a
+// group instance ID.
+func validInstance(id string) bool {
+	if len(id) > 249 {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }

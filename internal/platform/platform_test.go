@@ -27,18 +27,20 @@ func TestLoad(t *testing.T) {
 	cfg, err = Load(env(map[string]string{
 		"DATABASE_URL": "postgres://x@h/db", "KAFKA_BROKERS": " a:1, b:2 ,", "HTTP_ADDR": "127.0.0.1:9",
 		"CONSUMER_GROUP": "g", "SNAPSHOT_EVERY": "7", "SHUTDOWN_TIMEOUT": "3s", "ORDERS_TOPIC": "o",
+		"CONSUMER_INSTANCE_ID": "order-2",
 	}), d)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(cfg.KafkaBrokers) != 2 || cfg.KafkaBrokers[1] != "b:2" || cfg.ConsumerGroup != "g" || cfg.SnapshotEvery != 7 ||
-		cfg.ShutdownTimeout != 3*time.Second || cfg.OrdersTopic != "o" || cfg.HTTPAddr != "127.0.0.1:9" {
+		cfg.ShutdownTimeout != 3*time.Second || cfg.OrdersTopic != "o" || cfg.HTTPAddr != "127.0.0.1:9" ||
+		cfg.ConsumerInstance != "order-2" {
 		t.Errorf("overrides: %+v", cfg)
 	}
 
 	for k, v := range map[string]string{
 		"SNAPSHOT_EVERY": "many", "SHUTDOWN_TIMEOUT": "soon", "KAFKA_BROKERS": " , ",
-		"DATABASE_URL": "postgres://host:notaport/db",
+		"DATABASE_URL": "postgres://host:notaport/db", "CONSUMER_INSTANCE_ID": "order 2",
 	} {
 		if _, err := Load(env(map[string]string{k: v}), d); err == nil {
 			t.Errorf("%s=%q accepted", k, v)

@@ -154,6 +154,13 @@ type ConsumerConfig struct {
 	// with the deliveries it applied: to wake the relay that publishes what
 	// the handlers wrote, or to tell readers what is now in the database.
 	AfterCommit func([]Delivery)
+	// InstanceID, if set, makes this consumer a static member of its group
+	// (KIP-345): an instance restarted within the session timeout gets its
+	// partitions back without a rebalance, so a crash-and-restart pauses
+	// only its own partitions, for as long as the restart takes. It must be
+	// unique among the group's live members and the same across restarts
+	// of one instance (a pod's name, devstack's "order-2").
+	InstanceID string
 	// ClientOpts are added to the Kafka client's options.
 	ClientOpts []kgo.Opt
 }
@@ -272,6 +279,9 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 		kgo.HeartbeatInterval(time.Second),
 		kgo.RebalanceTimeout(10 * time.Second),
 	}, cfg.ClientOpts...)
+	if cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
+	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: kafka client: %w", cfg.Group, err)

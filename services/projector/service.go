@@ -210,7 +210,7 @@ type projectionTuning struct {
 func newProjection(cfg Config, log *slog.Logger, pool *pgxpool.Pool, reg *events.Registry, g generation, committed func([]outbox.Delivery), t projectionTuning) (*outbox.Consumer, error) {
 	p := projection{registry: reg, gen: g}
 	return outbox.NewConsumer(outbox.ConsumerConfig{
-		Pool: pool, Brokers: cfg.KafkaBrokers, Group: groupOf(cfg.ConsumerGroup, g),
+		Pool: pool, Brokers: cfg.KafkaBrokers, Group: groupOf(cfg.ConsumerGroup, g), InstanceID: cfg.ConsumerInstance,
 		Topics:       []string{cfg.OrdersTopic, cfg.CustomersTopic},
 		EnsureTopics: []string{cfg.OrdersTopic, cfg.CustomersTopic},
 		BatchHandler: p.apply, NoInbox: true, AcrossPartitions: true,
