@@ -400,3 +400,40 @@ func TestOnCommitRunsOnlyAfterTheCommit(t *testing.T) {
 		t.Errorf("%d effects, want 1", rows)
 	}
 }
+
+// A batch that fails for a transient reason (here: a lost optimistic race,
+// as the write services' Transient says) is tried again whole. Split into
+// one transaction per record, as a failure that may be a bad record's is, a
+// backlog would be applied at a fraction of the pace just when two
+// instances race for the same aggregates.
+func TestBatchThatLostARaceIsTriedAgainWhole(t *testing.T) {
+	e := newEnv(t, 1)
+	var recs []*kgo.Record
+	for v := int64(1); v <= 12; v++ {
+		recs = append(recs, e.record(t, keyOf(1), v))
+	}
+	e.produce(t, recs...) // before the consumer starts: one poll, one batch
+
+	lostRace := errors.New("another writer moved the aggregate")
+	var mu sync.Mutex
+	var sizes []int
+	c := e.startCountingConsumer(t, e.kafka.Topic("race-test"), func(cfg *ConsumerConfig) {
+		cfg.Handler, cfg.NoInbox = nil, true
+		cfg.Transient = func(err error) bool { return errors.Is(err, lostRace) }
+		cfg.BatchHandler = func(ctx context.Context, tx pgx.Tx, ds []Delivery) error {
+			mu.Lock()
+			defer mu.Unlock()
+			sizes = append(sizes, len(ds))
+			if len(sizes) <= 2 {
+				return fmt.Errorf("apply: %w", lostRace)
+			}
+			return nil
+		}
+	})
+	waitFor(t, 20*time.Second, "the batch", func() bool { return c.consumer.Stats().Applied == 12 })
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(sizes) != "[12 12 12]" {
+		t.Errorf("batch sizes given to the handler: %v, want [12 12 12] (two lost races, then applied whole)", sizes)
+	}
+}
