@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/eventsaga/eventsaga/internal/testenv"
 	"github.com/eventsaga/eventsaga/pkg/outbox"
 )
