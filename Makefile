@@ -4,7 +4,7 @@ GO      ?= go
 # The projector's database as make run sets it up (devstack: "readmodel").
 READMODEL_URL ?= postgres://postgres:postgres@127.0.0.1:5432/readmodel?sslmode=disable
 
-.PHONY: run build test test-kafka bench bench-saga lint devbroker devpostgres kafka kafka-cluster rebuild demo watch
+.PHONY: run build test test-kafka chaos chaos-kafka bench bench-saga lint devbroker devpostgres kafka kafka-cluster rebuild demo watch
 
 ## run: the dev Kafka broker (127.0.0.1:9092), the services (order :8080, customer :8081, projector :8082) and, unless DATABASE_URL is set or a Postgres answers on 127.0.0.1:5432, an embedded PostgreSQL (data in .postgres); Ctrl-C stops all
 run: build
@@ -45,6 +45,16 @@ test:
 ## test-kafka: the saga, outbox, projector and kcat tests on a real Kafka broker (make kafka's, started and stopped for the run; 9092 must be free)
 test-kafka:
 	GO='$(GO)' scripts/test-kafka.sh
+
+## chaos: two instances of each service under 200 orders/s for CHAOS_DURATION (3m): one instance killed (SIGKILL) every 10 s and restarted, the broker frozen 10 s, Postgres restarted in immediate mode; checks that no saga is lost, decided twice or stalled over 15 s by a kill (ports 8080-8085, 9092 and 15432 must be free)
+chaos: CHAOS_DURATION ?= 3m
+chaos: CHAOS_MAX_PAUSE ?= 15s
+chaos: build
+	bin/chaos -scenario processes -duration $(CHAOS_DURATION) -max-pause $(CHAOS_MAX_PAUSE)
+
+## chaos-kafka: a broker of a three-node Kafka cluster killed (SIGKILL) and restarted 20 s later while orders flow through make run's services; checks that no saga is lost or decided twice (ports 8080-8082 and 19092-19094 must be free)
+chaos-kafka: build
+	scripts/with-postgres.sh bin/chaos -scenario kafka
 
 ## bench: the saga benchmark (bench-saga), then the event store's and the projector's, on make run's Postgres
 bench:
