@@ -85,6 +85,25 @@ func (k *Kafka) CreateTopics(t testing.TB, partitions int32, topics ...string) {
 			t.Fatalf("create topic %s: %v", r.Topic, r.Err)
 		}
 	}
+	// A real broker answers CreateTopics before every partition has a
+	// leader: a record produced at once fails with
+	// UNKNOWN_TOPIC_OR_PARTITION. Wait until the metadata shows them all led.
+	for ctx.Err() == nil {
+		md, err := kadm.NewClient(cl).Metadata(ctx, topics...)
+		ready := err == nil
+		for _, topic := range topics {
+			td, ok := md.Topics[topic]
+			ready = ready && ok && td.Err == nil && len(td.Partitions) == int(partitions)
+			for _, p := range td.Partitions {
+				ready = ready && p.Err == nil && p.Leader >= 0
+			}
+		}
+		if ready {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("topics %v: no leader for every partition within 30 s", topics)
 }
 
 // Client returns a plain client of the cluster, closed when the test ends.

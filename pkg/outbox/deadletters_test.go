@@ -152,6 +152,8 @@ func TestReadDeadLettersOfAnUnknownTopic(t *testing.T) {
 	k := testenv.NewKafka(t)
 	there := k.Topic("dlq.some-group")
 	k.CreateTopics(t, 1, there)
+	// A real broker makes a new topic known to its metadata a moment later.
+	testenv.WaitFor(t, 30*time.Second, there+" to be listed", func() bool { return k.Partitions(t, there) == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, err := ReadDeadLetters(ctx, k.Brokers, "dlq.no-such-group")

@@ -43,7 +43,7 @@ WHEN (NEW.aggregate_id = '%s') EXECUTE FUNCTION poison();`, poisoned))
 		t.Fatalf("the poisoned order is %s, want PENDING", v.Status)
 	}
 
-	dlq := "dlq." + s.kafka.Topic("customer-service")
+	dlq := "dlq." + s.group("customer-service")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	letters, err := outbox.ReadDeadLetters(ctx, s.kafka.Brokers, dlq)

@@ -40,6 +40,22 @@ type system struct {
 	topics                      *testenv.Collector
 	// orderDeadline is the order service's ORDER_DEADLINE; 0 is its default.
 	orderDeadline time.Duration
+	// groups are the services' consumer groups by their plain names: on a
+	// shared broker each system's are its own, the same across restarts.
+	groups map[string]string
+}
+
+// group is the consumer group the service called name uses.
+func (s *system) group(name string) string {
+	if s.groups == nil {
+		s.groups = map[string]string{}
+	}
+	g, ok := s.groups[name]
+	if !ok {
+		g = s.kafka.Topic(name)
+		s.groups[name] = g
+	}
+	return g
 }
 
 // option changes how startSystem starts the services.
@@ -86,7 +102,7 @@ func (s *system) base(db, group string) platform.Config {
 	return platform.Config{
 		DatabaseURL: db, KafkaBrokers: s.kafka.Brokers, HTTPAddr: "127.0.0.1:0",
 		OrdersTopic: s.ordersTopic, CustomersTopic: s.customersTopic, ShutdownTimeout: 5 * time.Second,
-		ConsumerGroup: s.kafka.Topic(group), SnapshotEvery: 100,
+		ConsumerGroup: s.group(group), SnapshotEvery: 100,
 	}
 }
 
