@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -29,6 +30,9 @@ type BackboneConfig struct {
 	Handler      outbox.Handler
 	BatchHandler outbox.BatchHandler
 	Logger       *slog.Logger
+	// Pruners delete the service's own rows past their retention, beside
+	// the inbox's (InboxRetention), which every backbone prunes.
+	Pruners []Pruner
 }
 
 // Backbone is what every write service stands on: its database, an event
@@ -42,6 +46,7 @@ type Backbone struct {
 	Consumer *outbox.Consumer
 	log      *slog.Logger
 	drain    Config
+	pruners  []Pruner
 }
 
 // NewBackbone opens (creating and migrating) the database and builds the
@@ -61,6 +66,11 @@ func NewBackbone(ctx context.Context, cfg BackboneConfig) (*Backbone, error) {
 }
 
 func (b *Backbone) build(cfg BackboneConfig) error {
+	retention := cfg.InboxRetention
+	if retention == 0 {
+		retention = DefaultInboxRetention
+	}
+	b.pruners = append([]Pruner{{What: "inbox", Retention: retention, Prune: outbox.PruneInbox}}, cfg.Pruners...)
 	var err error
 	if b.Relay, err = outbox.NewRelay(outbox.RelayConfig{Pool: b.Pool, Brokers: cfg.KafkaBrokers, Logger: cfg.Logger}); err != nil {
 		return err
@@ -87,14 +97,21 @@ func (b *Backbone) build(cfg BackboneConfig) error {
 	return err
 }
 
-// Serve runs api on ln beside the relay and the consumer until ctx is done,
-// shuts down in order (see Run) and closes the database.
+// Serve runs api on ln beside the relay, the consumer and the pruners until
+// ctx is done, shuts down in order (see Run) and closes the database.
 func (b *Backbone) Serve(ctx context.Context, ln net.Listener, api http.Handler) error {
 	defer b.Pool.Close()
 	b.log.Info("running", "addr", ln.Addr().String(), "config", b.drain)
 	if b.drain.PprofAddr != "" {
 		ServePprof(ctx, b.log, b.drain.PprofAddr)
 	}
+	// Pruning stops as soon as shutting down starts: nothing waits for it,
+	// and what it leaves is pruned by the next round anywhere.
+	pruneCtx, stopPruning := context.WithCancel(ctx)
+	var pruners sync.WaitGroup
+	pruners.Go(func() { defaultPruning.run(pruneCtx, b.log, b.Pool, b.pruners) })
+	defer pruners.Wait()
+	defer stopPruning()
 	return Run(ctx, b.log, ln, Parts{HTTP: api, Relay: b.Relay, Notifier: b.Notifier, Consumer: b.Consumer}, b.drain.ShutdownTimeout)
 }
 

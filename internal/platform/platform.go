@@ -64,7 +64,22 @@ type Config struct {
 	// PprofAddr, if set, serves Go's profiles (net/http/pprof) there
 	// (PPROF_ADDR); keep it on loopback.
 	PprofAddr string
+	// InboxRetention is how long the inbox remembers an applied event
+	// (INBOX_RETENTION); older rows are pruned in the background, and a
+	// redelivery of their events would be applied again. Zero means
+	// DefaultInboxRetention.
+	InboxRetention time.Duration
 }
+
+// DefaultInboxRetention is INBOX_RETENTION unless set: a week, far beyond
+// any redelivery of a running system (records applied but not yet
+// committed when a consumer stopped, delivered again when it is back).
+const DefaultInboxRetention = 7 * 24 * time.Hour
+
+// MinInboxRetention is the shortest INBOX_RETENTION accepted: a redelivery
+// comes when a consumer is back after a crash or a restart, and an hour is
+// as short as that can safely be assumed to take.
+const MinInboxRetention = time.Hour
 
 // Defaults are a service's own defaults for Load.
 type Defaults struct {
@@ -101,6 +116,12 @@ func Load(getenv func(string) string, d Defaults) (Config, error) {
 	if cfg.SnapshotEvery, err = strconv.Atoi(get("SNAPSHOT_EVERY", "100")); err != nil {
 		return cfg, fmt.Errorf("SNAPSHOT_EVERY: %w", err)
 	}
+	if cfg.InboxRetention, err = time.ParseDuration(get("INBOX_RETENTION", DefaultInboxRetention.String())); err != nil {
+		return cfg, fmt.Errorf("INBOX_RETENTION: %q is not a Go duration such as 168h", getenv("INBOX_RETENTION"))
+	}
+	if cfg.InboxRetention <= 0 {
+		return cfg, fmt.Errorf("INBOX_RETENTION must be positive, not %s", cfg.InboxRetention)
+	}
 	return cfg, cfg.Validate()
 }
 
@@ -119,6 +140,8 @@ func (c Config) Validate() error {
 		return errors.New("CONSUMER_GROUP is empty")
 	case !validInstance(c.ConsumerInstance):
 		return fmt.Errorf("CONSUMER_INSTANCE_ID %q: at most 249 letters, digits, '.', '_' or '-'", c.ConsumerInstance)
+	case c.InboxRetention != 0 && c.InboxRetention < MinInboxRetention:
+		return fmt.Errorf("INBOX_RETENTION must be at least %s, not %s: a redelivery after a restart would be applied again", MinInboxRetention, c.InboxRetention)
 	}
 	if _, err := pgxpool.ParseConfig(c.DatabaseURL); err != nil {
 		return fmt.Errorf("DATABASE_URL: %w", err)

@@ -36,6 +36,13 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	})
 }
 
+// snapshotSchema names the JSON form of domain.Customer in snapshots.
+// customer/v1 held the reservations as a JSON object; v2 holds them as one
+// base64 string (domain.Reservations). A v1 snapshot is ignored: a
+// customer's first load after the upgrade folds its whole stream, and its
+// next snapshot is v2.
+const snapshotSchema = "customer/v2"
+
 // Service is a running customer service's parts.
 type Service struct {
 	cfg      Config
@@ -64,7 +71,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	}
 	if s.repo, err = eventstore.NewRepository(s.bb.Store, eventstore.RepositoryConfig[domain.Customer]{
 		AggregateType: customers.AggregateType, Topic: cfg.CustomersTopic,
-		Apply: domain.Apply, SnapshotSchema: "customer/v1",
+		Apply: domain.Apply, SnapshotSchema: snapshotSchema,
 	}); err != nil {
 		s.bb.Pool.Close()
 		return nil, err

@@ -37,8 +37,8 @@ import (
 //go:embed migrations/*.sql
 var migrations embed.FS
 
-// Migration is the order service's own schema (idempotency keys, the orders
-// that may still be PENDING).
+// Migration is the order service's own schema (idempotency keys and their
+// retention, the orders that may still be PENDING).
 func Migration() pgmigrate.Migration {
 	return pgmigrate.Migration{VersionTable: "order_schema_version", FS: migrations, Dir: "migrations"}
 }
@@ -61,6 +61,10 @@ type Config struct {
 	// decision before it is rejected with DEADLINE_EXCEEDED
 	// (ORDER_DEADLINE, a Go duration). Zero means DefaultDeadline.
 	Deadline time.Duration
+	// KeyRetention is how long an Idempotency-Key is remembered
+	// (IDEMPOTENCY_KEY_RETENTION, a Go duration); older keys are pruned in
+	// the background. Zero means DefaultKeyRetention.
+	KeyRetention time.Duration
 }
 
 // LoadConfig reads the configuration from getenv (os.Getenv in main).
@@ -68,19 +72,29 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	base, err := platform.Load(getenv, platform.Defaults{
 		DatabaseURL: pgdb.WithDatabase(pgdb.Local, "orders"), HTTPAddr: ":8080", ConsumerGroup: "order-service",
 	})
-	cfg := Config{Config: base, Deadline: DefaultDeadline}
+	cfg := Config{Config: base, Deadline: DefaultDeadline, KeyRetention: DefaultKeyRetention}
 	if err != nil {
 		return cfg, err
 	}
-	if v := strings.TrimSpace(getenv("ORDER_DEADLINE")); v != "" {
-		d, err := time.ParseDuration(v)
+	for _, d := range []struct {
+		name, example string
+		to            *time.Duration
+	}{
+		{"ORDER_DEADLINE", "30s or 1m", &cfg.Deadline},
+		{"IDEMPOTENCY_KEY_RETENTION", "24h or 90m", &cfg.KeyRetention},
+	} {
+		v := strings.TrimSpace(getenv(d.name))
+		if v == "" {
+			continue
+		}
+		parsed, err := time.ParseDuration(v)
 		if err != nil {
-			return cfg, fmt.Errorf("ORDER_DEADLINE: %q is not a Go duration such as 30s or 1m", v)
+			return cfg, fmt.Errorf("%s: %q is not a Go duration such as %s", d.name, v, d.example)
 		}
-		if d <= 0 {
-			return cfg, fmt.Errorf("ORDER_DEADLINE must be positive, not %s", v)
+		if parsed <= 0 {
+			return cfg, fmt.Errorf("%s must be positive, not %s", d.name, v)
 		}
-		cfg.Deadline = d
+		*d.to = parsed
 	}
 	return cfg, cfg.Validate()
 }
@@ -89,6 +103,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 func (c Config) Validate() error {
 	if c.Deadline < 0 {
 		return fmt.Errorf("the order deadline must be positive, not %s", c.Deadline)
+	}
+	if c.KeyRetention < 0 {
+		return fmt.Errorf("the idempotency key retention must be positive, not %s", c.KeyRetention)
 	}
 	return c.Config.Validate()
 }
@@ -112,6 +129,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	if cfg.Deadline == 0 {
 		cfg.Deadline = DefaultDeadline
 	}
+	if cfg.KeyRetention == 0 {
+		cfg.KeyRetention = DefaultKeyRetention
+	}
 	if cfg.Deadline < failoverPause {
 		log.Warn("the order deadline is shorter than a consumer-group failover can hold up credit decisions: a failover may reject orders that would have been approved",
 			"order_deadline", cfg.Deadline, "failover_pause", failoverPause)
@@ -124,6 +144,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	if s.bb, err = platform.NewBackbone(ctx, platform.BackboneConfig{
 		Config: cfg.Config, Registry: s.registry, Migrations: []pgmigrate.Migration{Migration()},
 		Topic: cfg.CustomersTopic, BatchHandler: s.applyCreditDecisions, Logger: log,
+		Pruners: []platform.Pruner{{What: "idempotency keys", Retention: cfg.KeyRetention, Prune: PruneKeys}},
 	}); err != nil {
 		return nil, err
 	}

@@ -7,7 +7,6 @@ package domain
 import (
 	"errors"
 	"fmt"
-	"maps"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -38,15 +37,16 @@ type ValidationError struct {
 func (e *ValidationError) Error() string { return e.Field + ": " + e.Message }
 
 // Customer is the state of one customer. Reserved is always the sum of
-// Reservations. A customer that was never registered can still have a stream:
-// the refusals of orders placed for it.
+// Reservations, kept as they change so that no decision adds them up. A
+// customer that was never registered can still have a stream: the refusals
+// of orders placed for it.
 type Customer struct {
-	ID           uuid.UUID                  `json:"id"`
-	Registered   bool                       `json:"registered"`
-	Name         string                     `json:"name"`
-	CreditLimit  events.Money               `json:"credit_limit"`
-	Reserved     events.Money               `json:"reserved"`
-	Reservations map[uuid.UUID]events.Money `json:"reservations"`
+	ID           uuid.UUID    `json:"id"`
+	Registered   bool         `json:"registered"`
+	Name         string       `json:"name"`
+	CreditLimit  events.Money `json:"credit_limit"`
+	Reserved     events.Money `json:"reserved"`
+	Reservations Reservations `json:"reservations"`
 }
 
 // Available is the credit still free.
@@ -104,7 +104,7 @@ func (c Customer) ReserveCredit(orderID uuid.UUID, amount events.Money) ([]event
 	if !c.Registered {
 		return []events.Event{customers.CreditReservationFailed{CustomerID: c.ID, OrderID: orderID, Amount: amount, Reason: customers.ReasonUnknownCustomer}}, nil
 	}
-	if _, held := c.Reservations[orderID]; held {
+	if _, held := c.Reservations.Get(orderID); held {
 		return nil, nil
 	}
 	if amount > c.Available() {
@@ -116,15 +116,16 @@ func (c Customer) ReserveCredit(orderID uuid.UUID, amount events.Money) ([]event
 // ReleaseCredit frees the credit held for an order that was cancelled or
 // rejected, if any is.
 func (c Customer) ReleaseCredit(orderID uuid.UUID) []events.Event {
-	amount, held := c.Reservations[orderID]
+	amount, held := c.Reservations.Get(orderID)
 	if !held {
 		return nil
 	}
 	return []events.Event{customers.CreditReleased{CustomerID: c.ID, OrderID: orderID, Amount: amount}}
 }
 
-// Apply returns the state after e. It never changes c's map in place:
-// a staged event may never commit.
+// Apply returns the state after e. It never changes c's reservations in
+// place (a staged event may never commit), and never copies them whole
+// either (see Reservations).
 func Apply(c Customer, e events.Event) Customer {
 	switch e := e.(type) {
 	case customers.CustomerRegistered:
@@ -134,16 +135,11 @@ func Apply(c Customer, e events.Event) Customer {
 	case customers.CreditReservationFailed:
 		c.ID = e.CustomerID
 	case customers.CreditReserved:
-		c.Reservations = maps.Clone(c.Reservations)
-		if c.Reservations == nil {
-			c.Reservations = map[uuid.UUID]events.Money{}
-		}
-		c.Reservations[e.OrderID] = e.Amount
+		c.Reservations = c.Reservations.with(e.OrderID, e.Amount)
 		c.Reserved += e.Amount
 	case customers.CreditReleased:
-		if _, held := c.Reservations[e.OrderID]; held {
-			c.Reservations = maps.Clone(c.Reservations)
-			delete(c.Reservations, e.OrderID)
+		if _, held := c.Reservations.Get(e.OrderID); held {
+			c.Reservations = c.Reservations.without(e.OrderID)
 			c.Reserved -= e.Amount
 		}
 	}

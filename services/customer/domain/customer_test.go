@@ -2,6 +2,7 @@ package domain
 
 import (
 	"errors"
+	"maps"
 	"reflect"
 	"strings"
 	"testing"
@@ -132,7 +133,7 @@ func TestCreditDecisions(t *testing.T) {
 				t.Errorf("reserved %v, want %v", after.Reserved, tt.reserved)
 			}
 			var sum events.Money
-			for _, a := range after.Reservations {
+			for _, a := range after.Reservations.All() {
 				sum += a
 			}
 			if sum != after.Reserved {
@@ -148,7 +149,7 @@ func TestApplyLeavesInputAlone(t *testing.T) {
 	c := given(registered, reserved1)
 	_ = Apply(c, customers.CreditReserved{CustomerID: cid, OrderID: order2, Amount: 1})
 	_ = Apply(c, customers.CreditReleased{CustomerID: cid, OrderID: order1, Amount: 6000})
-	if len(c.Reservations) != 1 || c.Reservations[order1] != 6000 {
-		t.Errorf("input changed: %v", c.Reservations)
+	if a, held := c.Reservations.Get(order1); c.Reservations.Len() != 1 || !held || a != 6000 {
+		t.Errorf("input changed: %v", maps.Collect(c.Reservations.All()))
 	}
 }

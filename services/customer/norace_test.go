@@ -1,0 +1,5 @@
+//go:build !race
+
+package customer
+
+const raceEnabled = false
