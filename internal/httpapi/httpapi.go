@@ -7,7 +7,8 @@
 // that is not a UUID, an amount that is not a decimal) is 400; a request that
 // decodes but breaks a rule is 422; an unknown resource 404; a state conflict
 // 409; a body over 64 KiB 413. No input makes a 5xx: those are kept for the
-// service's own faults.
+// service's own faults, and for a database that does not answer within
+// RequestTimeout (503).
 package httpapi
 
 import (
@@ -26,6 +27,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/labstack/echo/v4"
 
 	"github.com/eventsaga/eventsaga/pkg/events"
@@ -94,14 +96,40 @@ func Unavailable(detail string) *Problem {
 	return problem(http.StatusServiceUnavailable, "unavailable", "Service unavailable", detail)
 }
 
+// RequestTimeout bounds the work of a request: the database statements a
+// handler runs with the request's context give up when it ends, and the
+// client gets a 503. It must exceed the longest a handler waits on purpose
+// (the projector's min_version, 3 s).
+const RequestTimeout = 5 * time.Second
+
 // New returns an echo instance with the conventions of this package: every
-// error a problem detail, bodies limited to MaxBodyBytes, panics recovered.
-func New(log *slog.Logger) *echo.Echo {
+// error a problem detail, bodies limited to MaxBodyBytes, panics recovered,
+// and each request's context ending after RequestTimeout.
+func New(log *slog.Logger) *echo.Echo { return newEcho(log, RequestTimeout) }
+
+func newEcho(log *slog.Logger, timeout time.Duration) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	e.HTTPErrorHandler = errorHandler(log)
-	e.Use(limitBody, recoverPanic(log))
+	e.HTTPErrorHandler = errorHandler(log, timeout)
+	e.Use(limitBody, recoverPanic(log), deadline(timeout))
 	return e
+}
+
+// deadline gives each request's context a deadline: a stalled database
+// then answers a request with a 503 instead of hanging it (and holding its
+// connection, and a pool connection) for as long as it stalls.
+func deadline(d time.Duration) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			ctx, cancel := context.WithTimeout(c.Request().Context(), d)
+			defer cancel()
+			c.SetRequest(c.Request().WithContext(ctx))
+			if err := next(c); err != nil {
+				c.Error(err) // now, while the context still tells why it ended
+			}
+			return nil
+		}
+	}
 }
 
 func limitBody(next echo.HandlerFunc) echo.HandlerFunc {
@@ -129,21 +157,34 @@ func recoverPanic(log *slog.Logger) echo.MiddlewareFunc {
 	}
 }
 
-func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
+func errorHandler(log *slog.Logger, timeout time.Duration) echo.HTTPErrorHandler {
 	return func(err error, c echo.Context) {
 		if c.Response().Committed {
 			return
 		}
 		var p *Problem
 		var he *echo.HTTPError
+		var connect *pgconn.ConnectError
+		ctx := c.Request().Context()
 		switch {
 		case errors.As(err, &p):
 		case errors.As(err, &he):
 			p = problem(he.Code, "http", http.StatusText(he.Code), fmt.Sprint(he.Message))
-		default:
-			if errors.Is(err, context.Canceled) && c.Request().Context().Err() != nil {
-				return // the client went away
+		case errors.Is(err, context.Canceled) && errors.Is(ctx.Err(), context.Canceled):
+			return // the client went away
+		case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) || pgconn.Timeout(err):
+			// Not the client's fault, and perhaps over in a moment. A
+			// command may have been written all the same (see docs/api.md).
+			log.Warn("request timed out", "method", c.Request().Method, "path", c.Request().URL.Path, "timeout", timeout, "err", err)
+			detail := fmt.Sprintf("the service's database did not answer within %v", timeout)
+			if m := c.Request().Method; m != http.MethodGet && m != http.MethodHead {
+				detail += "; the request may or may not have taken effect"
 			}
+			p = Unavailable(detail)
+		case errors.As(err, &connect):
+			log.Warn("database unavailable", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
+			p = Unavailable("the service's database is unavailable")
+		default:
 			log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
 			p = problem(http.StatusInternalServerError, "internal", "Internal error", "the service failed to handle the request; it was logged")
 		}
@@ -293,9 +334,53 @@ func Health(e *echo.Echo, ready func(ctx context.Context) error) {
 // seconds or so with nothing to drain. Closing those,
 // or idle ones, is logged and is not an error; closing a request still in
 // flight is.
+//
+// A client that sends its request or reads the answer too slowly is cut off
+// (see serverTimeouts).
 func Serve(ctx context.Context, log *slog.Logger, h http.Handler, ln net.Listener, drain time.Duration) error {
+	return serve(ctx, log, h, ln, drain, serverTimeouts)
+}
+
+// timeouts are an http.Server's limits on a connection.
+type timeouts struct {
+	// ReadHeader bounds reading a request's headers: a client that sends
+	// them a byte at a time (slowloris) is cut off.
+	ReadHeader time.Duration
+	// Read bounds reading a whole request, body included. It must exceed
+	// RequestTimeout too: when it passes, net/http cancels the context of
+	// a request still being handled.
+	Read time.Duration
+	// Write bounds a request from the end of its headers to the end of its
+	// answer: body, handler and response. Past it the answer is lost, so it
+	// exceeds RequestTimeout with room for a slow client.
+	Write time.Duration
+	// Idle bounds the wait for the next request on a keep-alive connection.
+	Idle time.Duration
+}
+
+// serverTimeouts are the timeouts of Serve. A body is at most 64 KiB, so
+// reading a request within 10 s needs about 7 KB/s.
+var serverTimeouts = timeouts{
+	ReadHeader: 5 * time.Second,
+	Read:       10 * time.Second,
+	Write:      RequestTimeout + 10*time.Second,
+	Idle:       2 * time.Minute,
+}
+
+func newServer(h http.Handler, t timeouts, conns *connStates) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: t.ReadHeader,
+		ReadTimeout:       t.Read,
+		WriteTimeout:      t.Write,
+		IdleTimeout:       t.Idle,
+		ConnState:         conns.track,
+	}
+}
+
+func serve(ctx context.Context, log *slog.Logger, h http.Handler, ln net.Listener, drain time.Duration, t timeouts) error {
 	var conns connStates
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ConnState: conns.track}
+	srv := newServer(h, t, &conns)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

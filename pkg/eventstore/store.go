@@ -73,6 +73,10 @@ type Config struct {
 	SnapshotEvery int
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
+	// CommitTimeout bounds how long a group of commits waits for the
+	// database before its callers get an error; DefaultCommitTimeout if
+	// zero.
+	CommitTimeout time.Duration
 }
 
 // Store is the event store of one service database.
@@ -82,6 +86,7 @@ type Store struct {
 	notifier      *outbox.Notifier
 	snapshotEvery int64
 	now           func() time.Time
+	commitTimeout time.Duration
 	group         groupCommit
 }
 
@@ -96,7 +101,10 @@ func New(cfg Config) (*Store, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Store{pool: cfg.Pool, reg: cfg.Registry, notifier: cfg.Notifier, snapshotEvery: int64(cfg.SnapshotEvery), now: cfg.Now}, nil
+	if cfg.CommitTimeout <= 0 {
+		cfg.CommitTimeout = DefaultCommitTimeout
+	}
+	return &Store{pool: cfg.Pool, reg: cfg.Registry, notifier: cfg.Notifier, snapshotEvery: int64(cfg.SnapshotEvery), now: cfg.Now, commitTimeout: cfg.CommitTimeout}, nil
 }
 
 // Registry is the store's event registry.

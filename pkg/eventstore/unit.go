@@ -3,7 +3,10 @@ package eventstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -88,13 +91,15 @@ func (u *UnitOfWork) send(ctx context.Context, s batchSender) error {
 	if err := res.Close(); err != nil && first == nil {
 		first = err
 	}
-	if first != nil {
-		return first
-	}
+	return first
+}
+
+// settle moves the aggregates staged in the unit to their new versions, once
+// it has committed.
+func (u *UnitOfWork) settle() {
 	for _, f := range u.applied {
 		f()
 	}
-	return nil
 }
 
 // Send runs the unit's statements within tx, for a caller that has a
@@ -103,7 +108,13 @@ func (u *UnitOfWork) send(ctx context.Context, s batchSender) error {
 // the caller starts over. The aggregates staged in it move to their new
 // versions when the statements succeed, before tx commits: if tx rolls back,
 // they are ahead of the store and must be loaded again, not reused.
-func (u *UnitOfWork) Send(ctx context.Context, tx pgx.Tx) error { return u.send(ctx, tx) }
+func (u *UnitOfWork) Send(ctx context.Context, tx pgx.Tx) error {
+	if err := u.send(ctx, tx); err != nil {
+		return err
+	}
+	u.settle()
+	return nil
+}
 
 // Commit sends the unit as one transaction and wakes the relay. On success
 // the aggregates staged in it move to their new versions; on failure they
@@ -115,6 +126,13 @@ func (u *UnitOfWork) Send(ctx context.Context, tx pgx.Tx) error { return u.send(
 // transactions contending for the same index pages into few; alone, a unit
 // goes at once. If a group fails, each of its units is sent again on its
 // own, so a unit fails only for its own reasons.
+//
+// Commit returns when ctx ends, whatever the database does: a stalled
+// database must not hang the request waiting for it. A unit not sent yet
+// is then never sent; one already sent may still commit, so the error says
+// its outcome is unknown. Either error matches context.DeadlineExceeded (or
+// context.Canceled). A group gives up after the store's CommitTimeout
+// however long its callers would wait.
 func (s *Store) Commit(ctx context.Context, u *UnitOfWork) error {
 	req := &commitRequest{u: u, done: make(chan error, 1)}
 	g := &s.group
@@ -126,9 +144,22 @@ func (s *Store) Commit(ctx context.Context, u *UnitOfWork) error {
 	}
 	g.mu.Unlock()
 	if lead {
-		s.drainCommits(ctx)
+		// Apart from the caller, which must be free to give up: the group
+		// may hold other callers' units.
+		go s.drainCommits(context.WithoutCancel(ctx))
 	}
-	err := <-req.done
+	var err error
+	select {
+	case err = <-req.done:
+	case <-ctx.Done():
+		switch {
+		case req.state.CompareAndSwap(queued, abandoned):
+			return fmt.Errorf("commit not sent: %w", ctx.Err())
+		case req.state.CompareAndSwap(sending, abandoned):
+			return fmt.Errorf("commit sent, outcome unknown (it may yet commit): %w", ctx.Err())
+		}
+		err = <-req.done // answered as ctx ended: the result is on its way
+	}
 	if err == nil && s.notifier != nil {
 		s.notifier.Notify()
 	}
@@ -140,6 +171,9 @@ const (
 	maxCommitters = 4
 	// maxGroup bounds the units of one group.
 	maxGroup = 64
+	// DefaultCommitTimeout is how long a group of commits waits for the
+	// database unless Config says otherwise.
+	DefaultCommitTimeout = 5 * time.Second
 )
 
 // groupCommit holds the units waiting to be committed.
@@ -149,16 +183,35 @@ type groupCommit struct {
 	active int
 }
 
+// commitRequest is a unit waiting for its group, and the caller waiting
+// for its result.
 type commitRequest struct {
-	u    *UnitOfWork
-	done chan error
+	u     *UnitOfWork
+	state atomic.Int32
+	done  chan error
+}
+
+// The states of a commitRequest. The caller and the group each move it out
+// of queued or sending at most once, so that a unit its caller gave up on
+// is not sent, and its aggregates do not change after Commit returned.
+const (
+	queued int32 = iota
+	sending
+	answered
+	abandoned
+)
+
+// finish gives the caller its result; on success the unit's aggregates move
+// to their new versions, unless the caller stopped waiting.
+func (r *commitRequest) finish(err error) {
+	if r.state.CompareAndSwap(sending, answered) && err == nil {
+		r.u.settle()
+	}
+	r.done <- err
 }
 
 // drainCommits sends groups of waiting units until none is left.
 func (s *Store) drainCommits(ctx context.Context) {
-	// A group may hold other callers' units: it must not end because this
-	// caller's context did.
-	ctx = context.WithoutCancel(ctx)
 	g := &s.group
 	for {
 		g.mu.Lock()
@@ -168,36 +221,69 @@ func (s *Store) drainCommits(ctx context.Context) {
 			g.mu.Unlock()
 			return
 		}
-		group := g.queue[:n:n]
+		taken := g.queue[:n:n]
 		g.queue = g.queue[n:]
 		g.mu.Unlock()
-		s.commitGroup(ctx, group)
+		group := make([]*commitRequest, 0, n)
+		for _, r := range taken {
+			if r.state.CompareAndSwap(queued, sending) { // else its caller gave up
+				group = append(group, r)
+			}
+		}
+		if len(group) > 0 {
+			s.commitGroup(ctx, group)
+		}
 	}
 }
 
 // commitGroup sends a group as one transaction, or its units one by one if
-// that fails.
+// that fails for a reason other than the database not answering in time.
 func (s *Store) commitGroup(ctx context.Context, group []*commitRequest) {
 	if len(group) == 1 {
-		group[0].done <- group[0].u.send(ctx, s.pool)
+		group[0].finish(s.sendWithin(ctx, group[0].u))
 		return
 	}
 	var all UnitOfWork
 	for _, r := range group {
 		all.merge(r.u)
 	}
-	if err := all.send(ctx, s.pool); err != nil {
+	err := s.sendWithin(ctx, &all)
+	if errors.Is(err, context.DeadlineExceeded) {
+		// Alone, each unit would wait as long again.
 		for _, r := range group {
-			r.done <- r.u.send(ctx, s.pool)
+			r.finish(err)
+		}
+		return
+	}
+	if err != nil {
+		for _, r := range group {
+			switch {
+			case r.state.Load() == abandoned: // nothing committed, and no one waits
+				r.finish(err)
+			case errors.Is(err, context.DeadlineExceeded): // the database stalled since
+				r.finish(err)
+			default:
+				err = s.sendWithin(ctx, r.u)
+				r.finish(err)
+			}
 		}
 		return
 	}
 	for _, r := range group {
-		for _, f := range r.u.applied {
-			f()
-		}
-		r.done <- nil
+		r.finish(nil)
 	}
+}
+
+// sendWithin sends u as a transaction of its own, giving up after the
+// store's CommitTimeout.
+func (s *Store) sendWithin(ctx context.Context, u *UnitOfWork) error {
+	ctx, cancel := context.WithTimeout(ctx, s.commitTimeout)
+	defer cancel()
+	err := u.send(ctx, s.pool)
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("commit: the database did not answer within %v (%v): %w", s.commitTimeout, err, context.DeadlineExceeded)
+	}
+	return err
 }
 
 // Retry runs fn again, up to attempts times in all, while it fails with

@@ -146,6 +146,12 @@ type ConsumerConfig struct {
 	// ShutdownGrace is how long work in hand may go on after ctx is done
 	// before it is abandoned (and redelivered later); 10s if zero.
 	ShutdownGrace time.Duration
+	// TxTimeout bounds each transaction; 5s if zero. One that runs out
+	// counts as the database not answering: it is tried again, and the
+	// attempt does not count towards MaxAttempts. Keep it well below the
+	// group's rebalance timeout (10 s): a rebalance that finds a
+	// transaction under way waits for it.
+	TxTimeout time.Duration
 	// Transient reports errors that are retried, with backoff, without
 	// counting towards MaxAttempts: a lost optimistic-concurrency race is
 	// no fault of the record, and dead-lettering it would strand its saga.
@@ -187,6 +193,9 @@ func (c *ConsumerConfig) setDefaults() {
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 10 * time.Second
 	}
+	if c.TxTimeout == 0 {
+		c.TxTimeout = 5 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -205,8 +214,8 @@ func (c *ConsumerConfig) Validate() error {
 		return errors.New("consumer: no topics")
 	case (c.Handler == nil) == (c.BatchHandler == nil):
 		return errors.New("consumer: give exactly one of Handler and BatchHandler")
-	case c.MaxAttempts < 1, c.BatchSize < 1, c.MaxPollRecords < 1, c.Concurrency < 1:
-		return errors.New("consumer: attempts, batch size, poll size and concurrency must be positive")
+	case c.MaxAttempts < 1, c.BatchSize < 1, c.MaxPollRecords < 1, c.Concurrency < 1, c.TxTimeout < 0:
+		return errors.New("consumer: attempts, batch size, poll size and concurrency must be positive, the transaction timeout not negative")
 	}
 	return nil
 }
@@ -226,10 +235,18 @@ type ConsumerStats struct {
 // as BatchSize allows; if one fails, that batch is applied again one record
 // per transaction, so that a bad record is found, retried and dead-lettered
 // without holding back the good ones. Offsets are committed after the
-// transactions committed. Rebalances are held off while a batch is in hand,
-// so a partition is never given up in the middle of one. A record that
-// cannot be applied is dead-lettered and its event marked in the inbox: a
-// redelivery skips it, a replay for the group (HeaderReplay) applies it.
+// transactions committed. A record that cannot be applied is dead-lettered
+// and its event marked in the inbox: a redelivery skips it, a replay for the
+// group (HeaderReplay) applies it.
+//
+// Rebalances are held off while a poll's records are in hand, so a
+// partition is never given up in the middle of a transaction. When a
+// rebalance is waiting, the consumer finishes the transactions under way,
+// starts no other and stops retrying (as it does while the database is
+// down), and lets the rebalance go on: the records it has not dealt with
+// are polled again, by itself if it keeps their partition, else by the
+// partition's next owner. Held longer than the group's rebalance timeout,
+// the consumer would be put out of the group while still applying.
 type Consumer struct {
 	cfg  ConsumerConfig
 	log  *slog.Logger
@@ -239,7 +256,18 @@ type Consumer struct {
 
 	applied, duplicates, deadLettered atomic.Int64
 	consuming                         atomic.Bool
+
+	pollMu sync.Mutex
+	yield  context.CancelCauseFunc // ends the poll in hand; nil between polls
+	// held is set while the poll in hand waits for the database.
+	held atomic.Bool
 }
+
+// errRebalance ends a poll's context when a rebalance waits for it.
+var errRebalance = errors.New("a rebalance is waiting")
+
+// errNoAnswer marks a transaction that ran out of TxTimeout.
+var errNoAnswer = errors.New("the database did not answer in time")
 
 // Consuming reports whether the consumer has its topics and consumes: false
 // before, while it waits for Kafka to answer.
@@ -252,6 +280,7 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 		return nil, err
 	}
 	log := cfg.Logger.With("component", "consumer", "group", cfg.Group)
+	c := &Consumer{cfg: cfg, log: log, pool: cfg.Pool}
 	opts := append([]kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.WithLogger(kafkaLogger(log)),
@@ -266,15 +295,17 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 		// last commit; the inbox makes that a no-op.
 		kgo.AutoCommitMarks(),
 		kgo.AutoCommitInterval(100 * time.Millisecond),
-		// No rebalance while a polled batch is being applied.
+		// No rebalance while a polled batch is being applied; but the
+		// batch is cut short when one waits (see Consumer).
 		kgo.BlockRebalanceOnPoll(),
+		kgo.OnPartitionsCallbackBlocked(func(context.Context, *kgo.Client) { c.rebalanceWaiting() }),
 		// A member killed outright (kill -9, a lost host) holds its
 		// partitions until the group notices: kgo's default 45 s session
 		// timeout left sagas waiting minutes when instances were killed one
 		// after another. 6 s is the least a broker accepts by default
 		// (group.min.session.timeout.ms), with heartbeats every second; a
-		// rebalance waits at most 10 s for members to rejoin, far more than
-		// a batch takes to apply.
+		// rebalance waits at most 10 s for members to rejoin, twice
+		// TxTimeout.
 		kgo.SessionTimeout(6 * time.Second),
 		kgo.HeartbeatInterval(time.Second),
 		kgo.RebalanceTimeout(10 * time.Second),
@@ -282,21 +313,21 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	if cfg.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
 	}
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
+	var err error
+	if c.cl, err = kgo.NewClient(opts...); err != nil {
 		return nil, fmt.Errorf("consumer %s: kafka client: %w", cfg.Group, err)
 	}
-	dlq, err := kgo.NewClient(
+	c.dlq, err = kgo.NewClient(
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.WithLogger(kafkaLogger(log)),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)), // dead letters keep their key's partitioning
 	)
 	if err != nil {
-		cl.Close()
+		c.cl.Close()
 		return nil, fmt.Errorf("consumer %s: kafka producer: %w", cfg.Group, err)
 	}
-	return &Consumer{cfg: cfg, log: log, cl: cl, dlq: dlq, pool: cfg.Pool}, nil
+	return c, nil
 }
 
 // Stats returns the consumer's counters.
@@ -336,31 +367,121 @@ func (c *Consumer) Run(ctx context.Context) error {
 	})
 	defer stop()
 
-	for {
-		fetches := c.cl.PollRecords(ctx, c.cfg.MaxPollRecords)
-		if ctx.Err() != nil || fetches.IsClientClosed() {
-			return nil
+	for c.pollAndApply(ctx, workCtx) {
+	}
+	return nil
+}
+
+// pollAndApply polls once and applies what it got, within workCtx; it
+// returns false once ctx is done.
+func (c *Consumer) pollAndApply(ctx, workCtx context.Context) bool {
+	// The poll's context is there before the poll returns: a rebalance may
+	// wait for the poll from the moment it returns records.
+	pollCtx, release := c.hold(workCtx)
+	defer release()
+	fetches := c.cl.PollRecords(ctx, c.cfg.MaxPollRecords)
+	if ctx.Err() != nil || fetches.IsClientClosed() {
+		return false
+	}
+	defer c.cl.AllowRebalance()
+	fetches.EachError(func(topic string, p int32, err error) {
+		c.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
+	})
+	var parts [][]*kgo.Record
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		if len(p.Records) > 0 {
+			parts = append(parts, p.Records)
 		}
-		fetches.EachError(func(topic string, p int32, err error) {
-			c.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
-		})
-		var parts [][]*kgo.Record
-		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-			if len(p.Records) > 0 {
-				parts = append(parts, p.Records)
-			}
-		})
-		if len(parts) == 0 {
+	})
+	if len(parts) == 0 {
+		if len(fetches.Errors()) > 0 {
 			c.cl.AllowRebalance()
-			if len(fetches.Errors()) > 0 {
-				sleep(ctx, c.cfg.RetryBackoff) // do not spin on a broker error
+			sleep(ctx, c.cfg.RetryBackoff) // do not spin on a broker error
+		}
+		return true
+	}
+	done := c.applyPoll(pollCtx, parts)
+	if len(done) > 0 {
+		c.cl.MarkCommitRecords(done...)
+	}
+	if ctx.Err() == nil { // else the client closes, and nothing is polled again
+		c.rewind(pollCtx, parts, done)
+	}
+	return true
+}
+
+// hold returns the context of a poll's work: it ends with work, or when a
+// rebalance waits for the poll (cause errRebalance). release ends it.
+func (c *Consumer) hold(work context.Context) (ctx context.Context, release func()) {
+	ctx, cancel := context.WithCancelCause(work)
+	c.held.Store(false)
+	c.pollMu.Lock()
+	c.yield = cancel
+	c.pollMu.Unlock()
+	return ctx, func() {
+		c.pollMu.Lock()
+		c.yield = nil
+		c.pollMu.Unlock()
+		cancel(nil)
+	}
+}
+
+// rebalanceWaiting is told by the Kafka client that a rebalance waits for
+// the poll in hand.
+func (c *Consumer) rebalanceWaiting() {
+	c.pollMu.Lock()
+	defer c.pollMu.Unlock()
+	if c.yield != nil {
+		c.yield(errRebalance)
+	}
+}
+
+// rewind makes the records of parts that were not dealt with (those after
+// done's, the last dealt with of each partition) be polled again, from the
+// first of them. Offsets are committed only up to what was dealt with, so
+// a partition that goes to another member in the rebalance is resumed there
+// from no later than that.
+func (c *Consumer) rewind(ctx context.Context, parts [][]*kgo.Record, done []*kgo.Record) {
+	type tp struct {
+		topic     string
+		partition int32
+	}
+	last := make(map[tp]int64, len(done))
+	for _, r := range done {
+		last[tp{r.Topic, r.Partition}] = r.Offset
+	}
+	offsets := map[string]map[int32]kgo.EpochOffset{}
+	var left int
+	var where []string
+	for _, p := range parts {
+		k := tp{p[0].Topic, p[0].Partition}
+		i := 0
+		if at, ok := last[k]; ok {
+			i = slices.IndexFunc(p, func(r *kgo.Record) bool { return r.Offset > at })
+			if i < 0 {
+				continue // all dealt with
 			}
-			continue
 		}
-		if done := c.applyPoll(workCtx, parts); len(done) > 0 {
-			c.cl.MarkCommitRecords(done...)
+		if offsets[k.topic] == nil {
+			offsets[k.topic] = map[int32]kgo.EpochOffset{}
 		}
-		c.cl.AllowRebalance()
+		offsets[k.topic][k.partition] = kgo.EpochOffset{Epoch: p[i].LeaderEpoch, Offset: p[i].Offset}
+		left += len(p) - i
+		where = append(where, locationOf(p[i]).String())
+	}
+	if left == 0 {
+		return
+	}
+	c.cl.SetOffsets(offsets)
+	switch {
+	case !errors.Is(context.Cause(ctx), errRebalance):
+		c.log.Warn("records left unapplied; polling them again", "records", left, "from", where)
+	case c.held.Load():
+		c.log.Warn("a rebalance is waiting: let go of the partitions held while the database is unavailable; "+
+			"their records are applied once it is back, by whichever member then owns them",
+			"records", left, "from", where)
+	default:
+		c.log.Info("a rebalance is waiting: left the rest of the poll for after it", "records", left, "from", where)
 	}
 }
 
@@ -522,9 +643,10 @@ func (c *Consumer) applyBatch(ctx context.Context, recs []*kgo.Record) error {
 	var applied, dups int64
 	var ds []Delivery
 	hooks := &commitHooks{}
-	ctx = context.WithValue(ctx, commitHooksKey{}, hooks)
-	err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
-		fresh, err := c.claim(ctx, tx, ids, replays)
+	txCtx, cancel := c.txContext(context.WithValue(ctx, commitHooksKey{}, hooks))
+	defer cancel()
+	err := pgx.BeginFunc(txCtx, c.pool, func(tx pgx.Tx) error {
+		fresh, err := c.claim(txCtx, tx, ids, replays)
 		if err != nil {
 			return err
 		}
@@ -541,19 +663,22 @@ func (c *Consumer) applyBatch(ctx context.Context, recs []*kgo.Record) error {
 			if len(ds) == 0 {
 				return nil
 			}
-			if err := c.cfg.BatchHandler(ctx, tx, ds); err != nil {
+			if err := c.cfg.BatchHandler(txCtx, tx, ds); err != nil {
 				first := ds[0].Record
 				return fmt.Errorf("%d events from %s/%d@%d: %w", len(ds), first.Topic, first.Partition, first.Offset, err)
 			}
 			return nil
 		}
 		for _, d := range ds {
-			if err := c.cfg.Handler(ctx, tx, d); err != nil {
+			if err := c.cfg.Handler(txCtx, tx, d); err != nil {
 				return fmt.Errorf("%s %s (%s/%d@%d): %w", d.Envelope.EventType, d.Envelope.EventID, d.Record.Topic, d.Record.Partition, d.Record.Offset, err)
 			}
 		}
 		return nil
 	})
+	if err != nil && txCtx.Err() != nil && ctx.Err() == nil {
+		return fmt.Errorf("transaction of %d records given up after %v: %w (%w)", len(recs), c.cfg.TxTimeout, errNoAnswer, err)
+	}
 	if err == nil {
 		for _, fn := range hooks.fns {
 			fn()
@@ -568,6 +693,47 @@ func (c *Consumer) applyBatch(ctx context.Context, recs []*kgo.Record) error {
 		}
 	}
 	return err
+}
+
+// txContext is the context of a transaction within the work of ctx: it ends
+// after TxTimeout, or with ctx unless a rebalance is what ended ctx (one
+// lets a transaction under way finish). The values of ctx are kept.
+func (c *Consumer) txContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	txCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.TxTimeout)
+	stop := context.AfterFunc(ctx, func() {
+		if !errors.Is(context.Cause(ctx), errRebalance) {
+			cancel()
+		}
+	})
+	return txCtx, func() { stop(); cancel() }
+}
+
+// unavailable reports a failure that is the database's, not the records':
+// a transaction that ran out of time, or a database that does not answer a
+// ping. It is false once ctx has ended.
+func (c *Consumer) unavailable(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	if errors.Is(err, errNoAnswer) {
+		return true
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
+	return c.pool.Ping(pingCtx) != nil && ctx.Err() == nil
+}
+
+// pingTimeout bounds the ping that tells a failing database from a failing
+// record.
+const pingTimeout = 2 * time.Second
+
+// holding says that the database keeps recs from being applied, so their
+// partition waits.
+func (c *Consumer) holding(recs []*kgo.Record, err error) {
+	c.held.Store(true)
+	first := recs[0]
+	c.log.Warn("database unavailable; holding the partition",
+		"topic", first.Topic, "partition", first.Partition, "offset", first.Offset, "records", len(recs), "err", err)
 }
 
 // replayed reports a record replayed from this group's dead letters.
@@ -632,15 +798,30 @@ func (c *Consumer) claim(ctx context.Context, tx pgx.Tx, ids, replays [][16]byte
 // check (two customer instances, 200 customers, a backlog after the broker
 // froze) that cut the customer service below the arrival rate and left
 // sagas waiting a minute.
+//
+// While the database is unavailable the batch is held and tried again
+// whole, with backoff: its records are not at fault either.
 func (c *Consumer) applyBatchRetrying(ctx context.Context, recs []*kgo.Record) error {
-	for try := 0; ; try++ {
+	backoff := c.cfg.RetryBackoff
+	for try := 0; ; {
 		err := c.applyBatch(ctx, recs)
-		if err == nil || len(recs) == 1 || try == maxBatchRetries || !c.transient(err) || ctx.Err() != nil {
+		switch {
+		case err == nil || ctx.Err() != nil:
 			return err
-		}
-		c.log.Debug("batch lost a race; trying it again", "records", len(recs), "err", err)
-		if !sleep(ctx, c.cfg.RetryBackoff/2+rand.N(c.cfg.RetryBackoff)) {
-			return ctx.Err()
+		case len(recs) > 1 && try < maxBatchRetries && c.transient(err):
+			try++
+			c.log.Debug("batch lost a race; trying it again", "records", len(recs), "err", err)
+			if !sleep(ctx, c.cfg.RetryBackoff/2+rand.N(c.cfg.RetryBackoff)) {
+				return ctx.Err()
+			}
+		case len(recs) > 1 && c.unavailable(ctx, err):
+			c.holding(recs, err)
+			if !sleep(ctx, backoff) {
+				return ctx.Err()
+			}
+			backoff = min(2*backoff, 5*time.Second)
+		default:
+			return err
 		}
 	}
 }
@@ -677,10 +858,11 @@ func (c *Consumer) applyWithRetries(ctx context.Context, rec *kgo.Record) bool {
 				return false
 			}
 			continue
-		case c.pool.Ping(ctx) != nil:
-			// The database is down: no fault of the record, so the attempt
-			// does not count. Hold the partition until it is back.
-			c.log.Warn("database unavailable; holding the partition", "err", err)
+		case c.unavailable(ctx, err):
+			// The database is down or stalled: no fault of the record, so
+			// the attempt does not count. Hold the partition until it is
+			// back, or until a rebalance wants it.
+			c.holding([]*kgo.Record{rec}, err)
 			attempt--
 		case attempt >= c.cfg.MaxAttempts:
 			return c.deadLetter(ctx, rec, err)
@@ -747,6 +929,8 @@ func (c *Consumer) deadLetter(ctx context.Context, rec *kgo.Record, cause error)
 	// rebalance), a redelivery must not apply it after the records that
 	// followed it, nor dead-letter it twice. Only a replay applies it now.
 	if env, err := events.ParseEnvelope(rec.Value); err == nil && !c.cfg.NoInbox {
+		ctx, cancel := c.txContext(ctx)
+		defer cancel()
 		if _, err := c.pool.Exec(ctx, markDeadLetter, c.cfg.Group, env.EventID, locationOf(dl).String()); err != nil {
 			c.log.Warn("could not record the dead letter in the inbox", "err", err)
 		}
