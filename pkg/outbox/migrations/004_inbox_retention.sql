@@ -1,4 +1,3 @@
----- tern: disable-tx ----
 -- Inbox rows are kept for a retention (INBOX_RETENTION, 7 days by default),
 -- then deleted in small batches by PruneInbox, oldest first: this index finds
 -- them without reading the table. processed_at, which every row has had
@@ -6,9 +5,9 @@
 -- Dead-lettered rows are never pruned (they wait for a replay) and stay out
 -- of the index.
 --
--- Built CONCURRENTLY, outside a transaction, so that a large inbox does not
--- block the consumers of a running instance while the index builds. An
--- interrupted build leaves an invalid index behind, which the DROP clears
--- on the next attempt.
-DROP INDEX CONCURRENTLY IF EXISTS inbox_processed_at;
-CREATE INDEX CONCURRENTLY inbox_processed_at ON inbox (processed_at) WHERE dead_letter IS NULL;
+-- Not built CONCURRENTLY: two instances starting together both run their
+-- migrations, and a concurrent build waits for every open transaction,
+-- among them the other migrator's, which waits for this one's lock: Postgres
+-- broke that deadlock by failing an instance's start (seen in make chaos).
+-- The build blocks writes to the inbox while it runs, once, at the upgrade.
+CREATE INDEX IF NOT EXISTS inbox_processed_at ON inbox (processed_at) WHERE dead_letter IS NULL;
