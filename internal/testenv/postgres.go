@@ -296,3 +296,21 @@ func buildTemplate(ctx context.Context, admin *pgx.Conn, base, name string, ms [
 	_, err = admin.Exec(ctx, fmt.Sprintf("ALTER DATABASE %s RENAME TO %s", building, name))
 	return err
 }
+
+// LockTable holds an exclusive lock on table, as a stalled database would
+// hold every statement on it, until release or the end of the test.
+func LockTable(t testing.TB, pool *pgxpool.Pool, table string) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "LOCK TABLE "+table+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { _ = tx.Rollback(ctx) }) }
+	t.Cleanup(release)
+	return release
+}

@@ -23,7 +23,7 @@ import (
 func TestCommitQueuedBehindAStallGivesUpUnsent(t *testing.T) {
 	f := setup(t, eventstore.Config{CommitTimeout: 20 * time.Second})
 	ctx := context.Background()
-	release := lockTable(t, f.pool, "events")
+	release := testenv.LockTable(t, f.pool, "events")
 
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -90,7 +90,7 @@ func TestCommitQueuedBehindAStallGivesUpUnsent(t *testing.T) {
 // statements had been sent.)
 func TestCommitGivesUpOnAStalledDatabaseAfterCommitTimeout(t *testing.T) {
 	f := setup(t, eventstore.Config{CommitTimeout: 300 * time.Millisecond})
-	lockTable(t, f.pool, "events")
+	testenv.LockTable(t, f.pool, "events")
 	agg := f.repo.New(uuid.New())
 	var u eventstore.UnitOfWork
 	if _, err := f.repo.Stage(&u, &agg, eventstore.Meta{}, Added{Amount: 1}); err != nil {
@@ -107,24 +107,6 @@ func TestCommitGivesUpOnAStalledDatabaseAfterCommitTimeout(t *testing.T) {
 	if agg.Version != 0 {
 		t.Errorf("aggregate at version %d after a failed commit", agg.Version)
 	}
-}
-
-// lockTable holds an exclusive lock on table, as a stalled database would
-// hold every statement on it, until release or the end of the test.
-func lockTable(t *testing.T, pool *pgxpool.Pool, table string) (release func()) {
-	t.Helper()
-	ctx := context.Background()
-	tx, err := pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, "LOCK TABLE "+table+" IN ACCESS EXCLUSIVE MODE"); err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	release = func() { once.Do(func() { _ = tx.Rollback(ctx) }) }
-	t.Cleanup(release)
-	return release
 }
 
 // awaitLockWaiters waits until n sessions of the database wait for a lock.

@@ -3,14 +3,13 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventsaga/eventsaga/internal/httpapi"
+	"github.com/eventsaga/eventsaga/internal/testenv"
 )
 
 // A stalled database does not hang commands: with a service's events table
@@ -22,8 +21,8 @@ import (
 func TestCommandsAgainstAStalledDatabaseAnswer503(t *testing.T) {
 	s := startSystem(t)
 	cust := s.register("Stall", "100.00")
-	releaseOrders := lockTable(t, s.orderPool, "events")
-	releaseCustomers := lockTable(t, s.customerPool, "events")
+	releaseOrders := testenv.LockTable(t, s.orderPool, "events")
+	releaseCustomers := testenv.LockTable(t, s.customerPool, "events")
 
 	order := `{"customer_id": "` + cust.String() + `", "items": [{"product_id": "sku-1", "quantity": 1, "unit_price": "10.00"}]}`
 	for _, req := range []struct {
@@ -59,22 +58,4 @@ func TestCommandsAgainstAStalledDatabaseAnswer503(t *testing.T) {
 		t.Errorf("%d orders created for the customer (%v), want 1", orders, err)
 	}
 	s.awaitSaga(placed.OrderID, []string{"OrderCreated", "OrderApproved"}, []string{"CreditReserved"})
-}
-
-// lockTable holds an exclusive lock on table until release or the end of
-// the test.
-func lockTable(t *testing.T, pool *pgxpool.Pool, table string) (release func()) {
-	t.Helper()
-	ctx := context.Background()
-	tx, err := pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, "LOCK TABLE "+table+" IN ACCESS EXCLUSIVE MODE"); err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	release = func() { once.Do(func() { _ = tx.Rollback(ctx) }) }
-	t.Cleanup(release)
-	return release
 }
