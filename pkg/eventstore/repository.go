@@ -266,10 +266,19 @@ type Decision[S any] struct {
 }
 
 // DecideAll makes decisions in order, each on the state the ones before it
-// left, within tx: it loads every aggregate they concern in one statement,
-// and writes all their events in one round trip more. It is how a consumer
-// applies a batch of events at the cost of a few statements, not a few per
-// event. A decision's error stops them all.
+// left, within tx: it loads every aggregate they concern in one round trip,
+// and writes all their events in one more. It is how a consumer applies a
+// batch of events at the cost of a few statements, not a few per event. A
+// decision's error stops them all.
+//
+// Before loading, it locks the aggregates until tx ends (advisory locks,
+// taken in one order, so two such transactions never deadlock). Two
+// instances of a consumer that decide on the same aggregates, as the
+// customer service's do when orders of one customer arrive on partitions
+// that different instances own, then take turns; without the lock both
+// decide on the same version, one loses at the version guard and its whole
+// batch is done again, which under load happens over and over. Writers that
+// do not lock (a command) are still caught by the version guard.
 //
 // cache, if not nil, keeps the aggregates' states between calls (see
 // Cache). The states decided here go into it only through committed, which
@@ -333,9 +342,10 @@ func (r *Repository[S]) DecideAll(ctx context.Context, tx pgx.Tx, ds []Decision[
 	return func() { cache.put(list) }, nil
 }
 
-// loadForDecisions returns the aggregates of ids (an empty one at version 0
-// for those that do not exist), from the cache plus their newer events where
-// it has them, else from the store; all in one round trip.
+// loadForDecisions locks the aggregates of ids and returns them (an empty
+// one at version 0 for those that do not exist), from the cache plus their
+// newer events where it has them, else from the store; all in one round
+// trip.
 func (r *Repository[S]) loadForDecisions(ctx context.Context, tx pgx.Tx, ids []uuid.UUID, cache *Cache[S]) (map[uuid.UUID]*Aggregate[S], error) {
 	after := make([]int64, len(ids))
 	base := make([]Aggregate[S], len(ids))
@@ -347,7 +357,7 @@ func (r *Repository[S]) loadForDecisions(ctx context.Context, tx pgx.Tx, ids []u
 			}
 		}
 	}
-	streams, err := r.store.loadStreams(ctx, tx, r.cfg.AggregateType, ids, after, r.cfg.SnapshotSchema)
+	streams, err := r.store.lockAndLoadStreams(ctx, tx, r.cfg.AggregateType, ids, after, r.cfg.SnapshotSchema)
 	if err != nil {
 		return nil, err
 	}

@@ -9,9 +9,12 @@ package eventstore
 import (
 	"context"
 	"embed"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"slices"
 	"strings"
 	"time"
 
@@ -332,14 +335,68 @@ ORDER BY 1, 2 DESC, 3`
 // (from a snapshot of the given schema) if after[i] is 0, else only its
 // events past version after[i].
 func (s *Store) loadStreams(ctx context.Context, q Querier, aggType string, ids []uuid.UUID, after []int64, schema string) ([][]streamRow, error) {
+	rows, err := q.Query(ctx, selectStreams, streamKeys(ids), after, aggType, schema)
+	if err != nil {
+		return nil, fmt.Errorf("load %d %s streams: %w", len(ids), aggType, err)
+	}
+	return scanStreams(rows, aggType, ids)
+}
+
+// lockStreams takes a transaction-level advisory lock per stream, in the
+// order of $2: two transactions that lock overlapping sets in the same
+// (sorted) order wait for each other and never deadlock.
+const lockStreams = `SELECT count(pg_advisory_xact_lock($1::int4, k)) FROM unnest($2::int4[]) AS k`
+
+// lockAndLoadStreams is loadStreams after locking the streams for the rest
+// of tx, both in one round trip. The load is a statement of its own, so
+// that under READ COMMITTED it sees what a writer that held a lock before
+// us committed: a lock taken within the reading statement would not.
+func (s *Store) lockAndLoadStreams(ctx context.Context, tx pgx.Tx, aggType string, ids []uuid.UUID, after []int64, schema string) ([][]streamRow, error) {
+	typeKey, idKeys := streamLockKeys(aggType, ids)
+	var b pgx.Batch
+	b.Queue(lockStreams, typeKey, idKeys)
+	b.Queue(selectStreams, streamKeys(ids), after, aggType, schema)
+	br := tx.SendBatch(ctx, &b)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return nil, fmt.Errorf("lock %d %s streams: %w", len(ids), aggType, err)
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, fmt.Errorf("load %d %s streams: %w", len(ids), aggType, err)
+	}
+	out, err := scanStreams(rows, aggType, ids)
+	if err != nil {
+		return nil, err
+	}
+	return out, br.Close()
+}
+
+// streamLockKeys returns the advisory lock keys of the streams ids of one
+// type: the type's key, and the streams' keys sorted and without repeats.
+// Two streams may share a key (32 bits of a UUID); that only makes their
+// writers take turns.
+func streamLockKeys(aggType string, ids []uuid.UUID) (int32, []int32) {
+	h := fnv.New32a()
+	h.Write([]byte(aggType))
+	keys := make([]int32, len(ids))
+	for i, id := range ids {
+		keys[i] = int32(binary.BigEndian.Uint32(id[12:])) // the random end of a UUIDv4 or v7
+	}
+	slices.Sort(keys)
+	return int32(h.Sum32()), slices.Compact(keys)
+}
+
+func streamKeys(ids []uuid.UUID) [][16]byte {
 	keys := make([][16]byte, len(ids))
 	for i, id := range ids {
 		keys[i] = id
 	}
-	rows, err := q.Query(ctx, selectStreams, keys, after, aggType, schema)
-	if err != nil {
-		return nil, fmt.Errorf("load %d %s streams: %w", len(ids), aggType, err)
-	}
+	return keys
+}
+
+// scanStreams reads the rows of selectStreams into the streams of ids.
+func scanStreams(rows pgx.Rows, aggType string, ids []uuid.UUID) ([][]streamRow, error) {
 	out := make([][]streamRow, len(ids))
 	var (
 		n                     int64
@@ -348,7 +405,7 @@ func (s *Store) loadStreams(ctx context.Context, q Querier, aggType string, ids 
 		eventType             *string
 		schemaVersion         *int32
 	)
-	_, err = pgx.ForEachRow(rows, []any{&n, &r.isSnapshot, &r.env.AggregateVersion, &eventID, &eventType, &schemaVersion,
+	_, err := pgx.ForEachRow(rows, []any{&n, &r.isSnapshot, &r.env.AggregateVersion, &eventID, &eventType, &schemaVersion,
 		&r.env.OccurredAt, &corr, &causes, &r.env.Data}, func() error {
 		i := n - 1
 		if i < 0 || i >= int64(len(ids)) {

@@ -935,3 +935,74 @@ func TestDecideAllCachesOnlyWhatCommitted(t *testing.T) {
 		}
 	})
 }
+
+// Two transactions deciding on the same aggregate take turns: the second
+// waits for the first to end, then decides on what it committed. Without
+// DecideAll's lock the second would decide on the version both loaded and
+// lose at the version guard, and a consumer would redo its whole batch.
+func TestDecideAllTakesTurnsOnAnAggregate(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t, eventstore.Config{})
+	a, b := uuid.New(), uuid.New()
+	f.add(t, a, 1)
+
+	first, err := f.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Rollback(ctx)
+	if _, err := f.repo.DecideAll(ctx, first, []eventstore.Decision[tally]{decideAdd(a, uuid.Nil)}, nil); err != nil { // sum 3 at v2
+		t.Fatal(err)
+	}
+
+	second, err := f.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Rollback(ctx)
+	var pid int
+	if err := second.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		// b is not in the first transaction: it must not be what waits.
+		ds := []eventstore.Decision[tally]{decideAdd(b, uuid.Nil), decideAdd(a, uuid.Nil)}
+		if _, err := f.repo.DecideAll(ctx, second, ds, nil); err != nil {
+			done <- err
+			return
+		}
+		done <- second.Commit(ctx)
+	}()
+
+	// The second transaction waits on a lock before the first commits.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var waiting bool
+		err := f.pool.QueryRow(ctx, "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid).Scan(&waiting)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the second transaction did not wait for the first: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second transaction never waited")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := first.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the second transaction, after the first committed: %v", err)
+	}
+	if agg, _ := f.repo.Load(ctx, f.pool, a); agg.State.Sum != 3+4 || agg.Version != 3 {
+		t.Errorf("sum %d at v%d, want 7 at v3", agg.State.Sum, agg.Version)
+	}
+}
