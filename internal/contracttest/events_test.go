@@ -35,6 +35,7 @@ var samples = []struct {
 	{"customers.events", customers.CreditLimitChanged{CustomerID: customerID, CreditLimit: 0}},
 	{"customers.events", customers.CreditReserved{CustomerID: customerID, OrderID: orderID, Amount: 3050}},
 	{"customers.events", customers.CreditReservationFailed{CustomerID: customerID, OrderID: orderID, Amount: 3050, Reason: customers.ReasonUnknownCustomer}},
+	{"customers.events", customers.CreditSettled{CustomerID: customerID, OrderID: orderID, Amount: 3050}},
 	{"customers.events", customers.CreditReleased{CustomerID: customerID, OrderID: orderID, Amount: 3050}},
 }
 

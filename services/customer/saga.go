@@ -21,24 +21,30 @@ import (
 //   - OrderCreated: reserve the order's total from the customer's available
 //     credit, or refuse (INSUFFICIENT_CREDIT, or UNKNOWN_CUSTOMER for a
 //     customer that was never registered).
+//   - OrderApproved: settle the order's credit (CreditSettled): it stays
+//     reserved, but as part of one sum rather than a reservation of its
+//     own, so that a customer's state does not grow with every approved
+//     order.
 //   - OrderCancelled, OrderRejected: release the credit held for the
-//     order, if any. Because an order's events share a partition, the end
-//     of an order always arrives after its creation: a reservation made for
-//     an order that the order service has already cancelled, or rejected
-//     for its deadline (DEADLINE_EXCEEDED), is released here. A rejection
-//     that followed a refusal finds nothing held and records nothing.
+//     order, if any: its reservation, or for an order cancelled after its
+//     approval, its total from the settled sum. Because an order's events
+//     share a partition, the end of an order always arrives after its
+//     creation and approval: a reservation made for an order that the order
+//     service has already cancelled, or rejected for its deadline
+//     (DEADLINE_EXCEEDED), is released here. A rejection that followed a
+//     refusal finds nothing held and records nothing.
 //
-// OrderApproved needs nothing from this service. A batch is decided in
-// order, each decision on the state the previous ones left, with every
-// customer loaded and every decision written in one round trip each (see
-// eventstore.DecideAll). Customers decide on many orders each, so their
-// states stay cached between batches: the states this transaction decided
-// join the cache once it has committed, never before.
+// A batch is decided in order, each decision on the state the previous ones
+// left, with every customer locked and loaded, and every decision written,
+// in one round trip each (see eventstore.DecideAll). Customers decide on
+// many orders each, so their states stay cached between batches: the states
+// this transaction decided join the cache once it has committed, never
+// before.
 func (s *Service) applyOrderEvents(ctx context.Context, tx pgx.Tx, ds []outbox.Delivery) error {
 	var decisions []eventstore.Decision[domain.Customer]
 	for _, d := range ds {
 		switch d.Envelope.EventType {
-		case "OrderCreated", "OrderCancelled", "OrderRejected":
+		case "OrderCreated", "OrderApproved", "OrderCancelled", "OrderRejected":
 		default:
 			continue
 		}
@@ -49,6 +55,8 @@ func (s *Service) applyOrderEvents(ctx context.Context, tx pgx.Tx, ds []outbox.D
 		var customerID uuid.UUID
 		switch e := e.(type) {
 		case orders.OrderCreated:
+			customerID = e.CustomerID
+		case orders.OrderApproved:
 			customerID = e.CustomerID
 		case orders.OrderCancelled:
 			customerID = e.CustomerID
@@ -85,7 +93,12 @@ func decide(c domain.Customer, e events.Event) ([]events.Event, error) {
 	switch e := e.(type) {
 	case orders.OrderCreated:
 		return c.ReserveCredit(e.OrderID, e.Total)
+	case orders.OrderApproved:
+		return c.SettleCredit(e.OrderID), nil
 	case orders.OrderCancelled:
+		if e.PreviousStatus == orders.StatusApproved {
+			return c.ReleaseApprovedCredit(e.OrderID, e.Total), nil
+		}
 		return c.ReleaseCredit(e.OrderID), nil
 	case orders.OrderRejected:
 		return c.ReleaseCredit(e.OrderID), nil

@@ -38,10 +38,10 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 
 // snapshotSchema names the JSON form of domain.Customer in snapshots.
 // customer/v1 held the reservations as a JSON object; v2 holds them as one
-// base64 string (domain.Reservations). A v1 snapshot is ignored: a
-// customer's first load after the upgrade folds its whole stream, and its
-// next snapshot is v2.
-const snapshotSchema = "customer/v2"
+// base64 string (domain.Reservations); v3 adds the settled sum. A snapshot
+// of an older schema is ignored: a customer's first load after the upgrade
+// folds its whole stream, and its next snapshot is v3.
+const snapshotSchema = "customer/v3"
 
 // Service is a running customer service's parts.
 type Service struct {

@@ -104,7 +104,7 @@ func TestAPIDocuments(t *testing.T) {
 	s.awaitSaga(refused, []string{"OrderCreated", "OrderRejected"}, []string{"CreditReservationFailed"})
 	s.awaitSaga(unknown, []string{"OrderCreated", "OrderRejected"}, []string{"CreditReservationFailed"})
 	mustCall(t, 200, nil, "POST", o+"/orders/"+approved.String()+"/cancel", "", "traceparent", trace)
-	s.awaitSaga(approved, []string{"OrderCreated", "OrderApproved", "OrderCancelled"}, []string{"CreditReserved", "CreditReleased"})
+	s.awaitSaga(approved, []string{"OrderCreated", "OrderApproved", "OrderCancelled"}, []string{"CreditReserved", "CreditSettled", "CreditReleased"})
 
 	// Every message of the document is on the topics.
 	published := map[string][]string{}

@@ -121,7 +121,7 @@ func TestRestartAppliesWaitingDecisionsFirst(t *testing.T) {
 	if v.Version != 2 {
 		t.Errorf("order %+v", v)
 	}
-	s.awaitSaga(o, []string{"OrderCreated", "OrderApproved"}, []string{"CreditReserved"})
+	s.awaitSaga(o, []string{"OrderCreated", "OrderApproved"}, []string{"CreditReserved", "CreditSettled"})
 }
 
 // startDeafOrder starts, in place of s.order, an order service on the same

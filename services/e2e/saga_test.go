@@ -23,7 +23,7 @@ func TestSagaOutcomes(t *testing.T) {
 		if v.Total != "30.00" || v.CustomerID != c || v.RejectionReason != nil || v.Version != 2 {
 			t.Errorf("order %+v", v)
 		}
-		s.awaitSaga(o, []string{"OrderCreated", "OrderApproved"}, []string{"CreditReserved"})
+		s.awaitSaga(o, []string{"OrderCreated", "OrderApproved"}, []string{"CreditReserved", "CreditSettled"})
 		if cv := s.customerView(c); cv.Reserved != "30.00" || cv.Available != "70.00" {
 			t.Errorf("customer %+v", cv)
 		}
@@ -65,7 +65,7 @@ func TestSagaOutcomes(t *testing.T) {
 		if v.Status != "CANCELLED" {
 			t.Errorf("cancel answered %+v", v)
 		}
-		s.awaitSaga(o, []string{"OrderCreated", "OrderApproved", "OrderCancelled"}, []string{"CreditReserved", "CreditReleased"})
+		s.awaitSaga(o, []string{"OrderCreated", "OrderApproved", "OrderCancelled"}, []string{"CreditReserved", "CreditSettled", "CreditReleased"})
 		testenv.WaitFor(t, 10*time.Second, "the credit to come back", func() bool { return s.customerView(c).Reserved == "0.00" })
 		if cv := s.customerView(c); cv.Available != "100.00" {
 			t.Errorf("customer %+v", cv)
@@ -191,7 +191,7 @@ func TestRedeliveryChangesNothing(t *testing.T) {
 	mustCall(t, 200, nil, "PUT", s.customer.url+"/customers/"+rich.String()+"/credit-limit", `{"credit_limit": "900.00"}`)
 	testenv.WaitFor(t, 20*time.Second, "the release", func() bool {
 		_, onCustomers := s.saga(orders[0])
-		return len(onCustomers) == 2
+		return len(onCustomers) == 3 // reserved, settled, released
 	})
 
 	s.awaitProjected()

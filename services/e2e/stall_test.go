@@ -57,5 +57,5 @@ func TestCommandsAgainstAStalledDatabaseAnswer503(t *testing.T) {
 	if err != nil || orders != 1 {
 		t.Errorf("%d orders created for the customer (%v), want 1", orders, err)
 	}
-	s.awaitSaga(placed.OrderID, []string{"OrderCreated", "OrderApproved"}, []string{"CreditReserved"})
+	s.awaitSaga(placed.OrderID, []string{"OrderCreated", "OrderApproved"}, []string{"CreditReserved", "CreditSettled"})
 }

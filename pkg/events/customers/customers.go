@@ -46,6 +46,17 @@ type CreditReservationFailed struct {
 	Reason     string       `json:"reason"`
 }
 
+// CreditSettled: OrderID was approved, and the Amount held for it is now
+// part of the customer's settled credit, one sum for all approved orders,
+// rather than a reservation of its own. It stays reserved until the order
+// is cancelled. Without it a customer would keep a reservation per approved
+// order for ever, and its state would grow with every order it ever placed.
+type CreditSettled struct {
+	CustomerID uuid.UUID    `json:"customer_id"`
+	OrderID    uuid.UUID    `json:"order_id"`
+	Amount     events.Money `json:"amount"`
+}
+
 // CreditReleased: the credit held for OrderID is free again.
 type CreditReleased struct {
 	CustomerID uuid.UUID    `json:"customer_id"`
@@ -57,6 +68,7 @@ func (CustomerRegistered) EventType() string      { return "CustomerRegistered" 
 func (CreditLimitChanged) EventType() string      { return "CreditLimitChanged" }
 func (CreditReserved) EventType() string          { return "CreditReserved" }
 func (CreditReservationFailed) EventType() string { return "CreditReservationFailed" }
+func (CreditSettled) EventType() string           { return "CreditSettled" }
 func (CreditReleased) EventType() string          { return "CreditReleased" }
 
 // Register adds the customer events, at their current schema versions, to r.
@@ -66,6 +78,7 @@ func Register(r *events.Registry) error {
 		events.Register[CreditLimitChanged](r, 1),
 		events.Register[CreditReserved](r, 1),
 		events.Register[CreditReservationFailed](r, 1),
+		events.Register[CreditSettled](r, 1),
 		events.Register[CreditReleased](r, 1),
 	} {
 		if err != nil {

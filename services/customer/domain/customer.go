@@ -36,8 +36,11 @@ type ValidationError struct {
 
 func (e *ValidationError) Error() string { return e.Field + ": " + e.Message }
 
-// Customer is the state of one customer. Reserved is always the sum of
-// Reservations, kept as they change so that no decision adds them up. A
+// Customer is the state of one customer. Reserved is the credit held: the
+// Reservations of orders still in flight, one per order, plus Settled, one
+// sum for every approved order. It is kept as they change, so that no
+// decision adds them up. Settling approved orders keeps the state as small
+// as the orders in flight, however many orders the customer ever placed. A
 // customer that was never registered can still have a stream: the refusals
 // of orders placed for it.
 type Customer struct {
@@ -46,6 +49,7 @@ type Customer struct {
 	Name         string       `json:"name"`
 	CreditLimit  events.Money `json:"credit_limit"`
 	Reserved     events.Money `json:"reserved"`
+	Settled      events.Money `json:"settled"`
 	Reservations Reservations `json:"reservations"`
 }
 
@@ -113,14 +117,41 @@ func (c Customer) ReserveCredit(orderID uuid.UUID, amount events.Money) ([]event
 	return []events.Event{customers.CreditReserved{CustomerID: c.ID, OrderID: orderID, Amount: amount}}, nil
 }
 
+// SettleCredit moves the credit held for an order that was approved from
+// its reservation into the settled sum. An order without a reservation (its
+// approval seen before) records nothing.
+func (c Customer) SettleCredit(orderID uuid.UUID) []events.Event {
+	amount, held := c.Reservations.Get(orderID)
+	if !held {
+		return nil
+	}
+	return []events.Event{customers.CreditSettled{CustomerID: c.ID, OrderID: orderID, Amount: amount}}
+}
+
 // ReleaseCredit frees the credit held for an order that was cancelled or
-// rejected, if any is.
+// rejected before it was approved, if any is.
 func (c Customer) ReleaseCredit(orderID uuid.UUID) []events.Event {
 	amount, held := c.Reservations.Get(orderID)
 	if !held {
 		return nil
 	}
 	return []events.Event{customers.CreditReleased{CustomerID: c.ID, OrderID: orderID, Amount: amount}}
+}
+
+// ReleaseApprovedCredit frees the credit of an approved order that was
+// cancelled: its reservation if it still has one (approved before approvals
+// were settled), else total from the settled sum. The settled sum does not
+// know its orders, so it relies on each order being cancelled once (the
+// order service's rule) and each cancellation applied once (the inbox); it
+// never releases more than is settled.
+func (c Customer) ReleaseApprovedCredit(orderID uuid.UUID, total events.Money) []events.Event {
+	if evs := c.ReleaseCredit(orderID); evs != nil {
+		return evs
+	}
+	if total <= 0 || total > c.Settled {
+		return nil
+	}
+	return []events.Event{customers.CreditReleased{CustomerID: c.ID, OrderID: orderID, Amount: total}}
 }
 
 // Apply returns the state after e. It never changes c's reservations in
@@ -137,11 +168,18 @@ func Apply(c Customer, e events.Event) Customer {
 	case customers.CreditReserved:
 		c.Reservations = c.Reservations.with(e.OrderID, e.Amount)
 		c.Reserved += e.Amount
+	case customers.CreditSettled:
+		if _, held := c.Reservations.Get(e.OrderID); held {
+			c.Reservations = c.Reservations.without(e.OrderID)
+			c.Settled += e.Amount
+		}
 	case customers.CreditReleased:
 		if _, held := c.Reservations.Get(e.OrderID); held {
 			c.Reservations = c.Reservations.without(e.OrderID)
-			c.Reserved -= e.Amount
+		} else {
+			c.Settled -= e.Amount // an approved order's, released from the settled sum
 		}
+		c.Reserved -= e.Amount
 	}
 	return c
 }
