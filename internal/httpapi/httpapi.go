@@ -221,6 +221,9 @@ func DecodeJSON(c echo.Context, v any) error {
 	if dec.More() {
 		return BadRequest("the request body holds more than one JSON value")
 	}
+	if dec.InputOffset() < int64(len(trimmed)) { // a stray ']' or '}', which More does not report
+		return BadRequest("the request body holds data after its JSON object")
+	}
 	return nil
 }
 

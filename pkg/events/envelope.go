@@ -108,6 +108,15 @@ func (e *Envelope) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// occurred_at is refused outside [minOccurredAt, maxOccurredAt): an offset
+// can move a time RFC 3339 allows beyond the four-digit years in UTC, or the
+// microseconds can drop a time to the zero time, and FormatTime would then
+// render it as text that ParseEnvelope refuses.
+var (
+	minOccurredAt = time.Date(1, 1, 1, 0, 0, 0, 1000, time.UTC)
+	maxOccurredAt = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
 // ErrMalformed is wrapped by every error ParseEnvelope returns.
 var ErrMalformed = errors.New("malformed envelope")
 
@@ -134,8 +143,11 @@ func ParseEnvelope(b []byte) (Envelope, error) {
 	if e.AggregateVersion < 1 {
 		problems = append(problems, "aggregate_version below 1")
 	}
-	if e.OccurredAt.IsZero() {
+	switch {
+	case e.OccurredAt.IsZero():
 		problems = append(problems, "occurred_at missing")
+	case e.OccurredAt.Before(minOccurredAt) || !e.OccurredAt.Before(maxOccurredAt):
+		problems = append(problems, "occurred_at out of range")
 	}
 	if d := bytes.TrimSpace(e.Data); len(d) == 0 || d[0] != '{' {
 		problems = append(problems, "data is not an object")

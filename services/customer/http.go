@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
 	"github.com/eventsaga/eventsaga/internal/httpapi"
@@ -35,18 +36,11 @@ type creditLimitRequest struct {
 }
 
 func (s *Service) postCustomer(c echo.Context) error {
-	var req registerRequest
-	if err := httpapi.DecodeJSON(c, &req); err != nil {
-		return err
-	}
-	if req.Name == nil {
-		return httpapi.Required("name")
-	}
-	limit, err := parseLimit(req.CreditLimit)
+	name, limit, err := decodeRegister(c)
 	if err != nil {
 		return err
 	}
-	v, err := s.Register(c.Request().Context(), *req.Name, limit, httpapi.TraceParent(c))
+	v, err := s.Register(c.Request().Context(), name, limit, httpapi.TraceParent(c))
 	if err != nil {
 		return problem(err)
 	}
@@ -66,15 +60,7 @@ func (s *Service) getCustomer(c echo.Context) error {
 }
 
 func (s *Service) putCreditLimit(c echo.Context) error {
-	id, err := httpapi.ParseUUID("id", c.Param("id"))
-	if err != nil {
-		return err
-	}
-	var req creditLimitRequest
-	if err := httpapi.DecodeJSON(c, &req); err != nil {
-		return err
-	}
-	limit, err := parseLimit(req.CreditLimit)
+	id, limit, err := decodeCreditLimit(c)
 	if err != nil {
 		return err
 	}
@@ -95,6 +81,40 @@ func (s *Service) getEvents(c echo.Context) error {
 		return problem(err)
 	}
 	return c.JSON(http.StatusOK, evs)
+}
+
+// decodeRegister reads POST /customers. It touches no database, so that a
+// test can fuzz what the handler decodes.
+func decodeRegister(c echo.Context) (name string, limit events.Money, err error) {
+	var req registerRequest
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
+		return "", 0, err
+	}
+	if req.Name == nil {
+		return "", 0, httpapi.Required("name")
+	}
+	if limit, err = parseLimit(req.CreditLimit); err != nil {
+		return "", 0, err
+	}
+	return *req.Name, limit, nil
+}
+
+// decodeCreditLimit reads PUT /customers/{id}/credit-limit. It touches no
+// database, so that a test can fuzz what the handler decodes.
+func decodeCreditLimit(c echo.Context) (uuid.UUID, events.Money, error) {
+	id, err := httpapi.ParseUUID("id", c.Param("id"))
+	if err != nil {
+		return uuid.Nil, 0, err
+	}
+	var req creditLimitRequest
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
+		return uuid.Nil, 0, err
+	}
+	limit, err := parseLimit(req.CreditLimit)
+	if err != nil {
+		return uuid.Nil, 0, err
+	}
+	return id, limit, nil
 }
 
 func parseLimit(s *string) (events.Money, error) {

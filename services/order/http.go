@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
 	"github.com/eventsaga/eventsaga/internal/httpapi"
@@ -46,24 +47,34 @@ type itemRequest struct {
 }
 
 func (s *Service) postOrder(c echo.Context) error {
-	key := c.Request().Header.Get("Idempotency-Key")
-	if err := checkKey(key, c.Request().Header.Values("Idempotency-Key")); err != nil {
-		return err
-	}
-	var req placeRequest
-	if err := httpapi.DecodeJSON(c, &req); err != nil {
-		return err
-	}
-	cmd, err := req.command()
+	cmd, err := placeCommand(c)
 	if err != nil {
 		return err
 	}
-	cmd.IdempotencyKey, cmd.TraceParent = key, httpapi.TraceParent(c)
 	placed, err := s.Place(c.Request().Context(), cmd)
 	if err != nil {
 		return problem(err)
 	}
 	return c.JSON(http.StatusCreated, placed)
+}
+
+// placeCommand reads POST /orders (headers and body) into a PlaceOrder. It
+// touches no database, so that a test can fuzz what the handler decodes.
+func placeCommand(c echo.Context) (PlaceOrder, error) {
+	key := c.Request().Header.Get("Idempotency-Key")
+	if err := checkKey(key, c.Request().Header.Values("Idempotency-Key")); err != nil {
+		return PlaceOrder{}, err
+	}
+	var req placeRequest
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
+		return PlaceOrder{}, err
+	}
+	cmd, err := req.command()
+	if err != nil {
+		return PlaceOrder{}, err
+	}
+	cmd.IdempotencyKey, cmd.TraceParent = key, httpapi.TraceParent(c)
+	return cmd, nil
 }
 
 func checkKey(key string, all []string) error {
@@ -140,35 +151,61 @@ func quantity(field string, raw json.RawMessage) (int64, error) {
 }
 
 func (s *Service) getOrder(c echo.Context) error {
-	id, err := httpapi.ParseUUID("id", c.Param("id"))
+	q, err := parseOrderQuery(c)
 	if err != nil {
 		return err
 	}
 	ctx := c.Request().Context()
-	version, at := c.QueryParam("version"), c.QueryParam("at")
 	var v View
 	switch {
-	case version != "" && at != "":
-		return httpapi.BadRequest("ask for a version or a time, not both")
-	case version != "":
-		n, perr := strconv.ParseInt(version, 10, 64)
-		if perr != nil || n < 1 {
-			return httpapi.BadRequest("version must be a positive whole number", httpapi.FieldError{Field: "version", Message: "not a positive whole number"})
-		}
-		v, err = s.GetVersion(ctx, id, n)
-	case at != "":
-		t, perr := time.Parse(time.RFC3339Nano, at)
-		if perr != nil {
-			return httpapi.BadRequest("at must be an RFC 3339 time such as 2026-11-23T10:00:00Z", httpapi.FieldError{Field: "at", Message: "not an RFC 3339 time"})
-		}
-		v, err = s.GetAsOf(ctx, id, t)
+	case q.version > 0:
+		v, err = s.GetVersion(ctx, q.id, q.version)
+	case q.asOf:
+		v, err = s.GetAsOf(ctx, q.id, q.at)
 	default:
-		v, err = s.Get(ctx, id)
+		v, err = s.Get(ctx, q.id)
 	}
 	if err != nil {
 		return problem(err)
 	}
 	return c.JSON(http.StatusOK, v)
+}
+
+// orderQuery is what GET /orders/{id} asks for: the order now, at version
+// (when above 0), or as of at (when asOf).
+type orderQuery struct {
+	id      uuid.UUID
+	version int64
+	at      time.Time
+	asOf    bool
+}
+
+// parseOrderQuery reads GET /orders/{id}'s path and query. It touches no
+// database, so that a test can fuzz what the handler decodes.
+func parseOrderQuery(c echo.Context) (orderQuery, error) {
+	var q orderQuery
+	var err error
+	if q.id, err = httpapi.ParseUUID("id", c.Param("id")); err != nil {
+		return q, err
+	}
+	version, at := c.QueryParam("version"), c.QueryParam("at")
+	switch {
+	case version != "" && at != "":
+		return q, httpapi.BadRequest("ask for a version or a time, not both")
+	case version != "":
+		n, perr := strconv.ParseInt(version, 10, 64)
+		if perr != nil || n < 1 {
+			return q, httpapi.BadRequest("version must be a positive whole number", httpapi.FieldError{Field: "version", Message: "not a positive whole number"})
+		}
+		q.version = n
+	case at != "":
+		t, perr := time.Parse(time.RFC3339Nano, at)
+		if perr != nil {
+			return q, httpapi.BadRequest("at must be an RFC 3339 time such as 2026-11-23T10:00:00Z", httpapi.FieldError{Field: "at", Message: "not an RFC 3339 time"})
+		}
+		q.at, q.asOf = t, true
+	}
+	return q, nil
 }
 
 func (s *Service) getEvents(c echo.Context) error {

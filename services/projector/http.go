@@ -68,15 +68,9 @@ func viewOf(r OrderRow) orderView {
 // getOrder answers from the read model; with min_version=N it first waits,
 // up to MinVersionWait, for the order to reach version N.
 func (s *Service) getOrder(c echo.Context) error {
-	id, err := httpapi.ParseUUID("id", c.Param("id"))
+	id, min, err := parseOrderQuery(c)
 	if err != nil {
 		return err
-	}
-	var min int64
-	if q := c.QueryParam("min_version"); q != "" {
-		if min, err = strconv.ParseInt(q, 10, 64); err != nil || min < 1 {
-			return httpapi.BadRequest("min_version must be a positive whole number", httpapi.FieldError{Field: "min_version", Message: "not a positive whole number"})
-		}
 	}
 	row, err := s.awaitOrder(c.Request().Context(), id, min)
 	switch {
@@ -90,6 +84,20 @@ func (s *Service) getOrder(c echo.Context) error {
 		return httpapi.Conflict(fmt.Sprintf("the read model has version %d of this order and did not reach version %d within %v", row.Version, min, MinVersionWait))
 	}
 	return c.JSON(http.StatusOK, viewOf(row))
+}
+
+// parseOrderQuery reads GET /orders/{id}'s path and min_version (0 when
+// absent). It touches no database, so that a test can fuzz it.
+func parseOrderQuery(c echo.Context) (id uuid.UUID, min int64, err error) {
+	if id, err = httpapi.ParseUUID("id", c.Param("id")); err != nil {
+		return uuid.Nil, 0, err
+	}
+	if q := c.QueryParam("min_version"); q != "" {
+		if min, err = strconv.ParseInt(q, 10, 64); err != nil || min < 1 {
+			return uuid.Nil, 0, httpapi.BadRequest("min_version must be a positive whole number", httpapi.FieldError{Field: "min_version", Message: "not a positive whole number"})
+		}
+	}
+	return id, min, nil
 }
 
 // awaitOrder reads the order, and while it is missing or below version min
@@ -124,29 +132,9 @@ func (s *Service) awaitOrder(ctx context.Context, id uuid.UUID, min int64) (Orde
 }
 
 func (s *Service) listOrders(c echo.Context) error {
-	var f OrderFilter
-	var err error
-	if q := c.QueryParam("customer_id"); q != "" {
-		if f.CustomerID, err = httpapi.ParseUUID("customer_id", q); err != nil {
-			return err
-		}
-	}
-	if q := c.QueryParam("after"); q != "" {
-		if f.After, err = httpapi.ParseUUID("after", q); err != nil {
-			return err
-		}
-	}
-	switch q := c.QueryParam("status"); q {
-	case "", orders.StatusPending, orders.StatusApproved, orders.StatusRejected, orders.StatusCancelled:
-		f.Status = q
-	default:
-		return httpapi.BadRequest("status must be one of PENDING, APPROVED, REJECTED, CANCELLED", httpapi.FieldError{Field: "status", Message: "unknown status"})
-	}
-	f.Limit = DefaultPageSize
-	if q := c.QueryParam("limit"); q != "" {
-		if f.Limit, err = strconv.Atoi(q); err != nil || f.Limit < 1 || f.Limit > MaxPageSize {
-			return httpapi.BadRequest(fmt.Sprintf("limit must be a whole number from 1 to %d", MaxPageSize), httpapi.FieldError{Field: "limit", Message: "out of range"})
-		}
+	f, err := parseListQuery(c)
+	if err != nil {
+		return err
 	}
 	rows, err := generation(s.gen.Load()).listOrders(c.Request().Context(), s.pool, f)
 	if err != nil {
@@ -155,35 +143,74 @@ func (s *Service) listOrders(c echo.Context) error {
 	return c.JSON(http.StatusOK, pageOf(rows, f.Limit))
 }
 
+// parseListQuery reads GET /orders' query. It touches no database, so that
+// a test can fuzz it.
+func parseListQuery(c echo.Context) (OrderFilter, error) {
+	var f OrderFilter
+	var err error
+	if q := c.QueryParam("customer_id"); q != "" {
+		if f.CustomerID, err = httpapi.ParseUUID("customer_id", q); err != nil {
+			return OrderFilter{}, err
+		}
+	}
+	if q := c.QueryParam("after"); q != "" {
+		if f.After, err = httpapi.ParseUUID("after", q); err != nil {
+			return OrderFilter{}, err
+		}
+	}
+	switch q := c.QueryParam("status"); q {
+	case "", orders.StatusPending, orders.StatusApproved, orders.StatusRejected, orders.StatusCancelled:
+		f.Status = q
+	default:
+		return OrderFilter{}, httpapi.BadRequest("status must be one of PENDING, APPROVED, REJECTED, CANCELLED", httpapi.FieldError{Field: "status", Message: "unknown status"})
+	}
+	f.Limit = DefaultPageSize
+	if q := c.QueryParam("limit"); q != "" {
+		if f.Limit, err = strconv.Atoi(q); err != nil || f.Limit < 1 || f.Limit > MaxPageSize {
+			return OrderFilter{}, httpapi.BadRequest(fmt.Sprintf("limit must be a whole number from 1 to %d", MaxPageSize), httpapi.FieldError{Field: "limit", Message: "out of range"})
+		}
+	}
+	return f, nil
+}
+
 // stuckSagas lists, for operators, the orders PENDING for longer than
 // older_than, by ascending ID (roughly the order they were placed in), a page
 // at a time like GET /orders.
 func (s *Service) stuckSagas(c echo.Context) error {
-	olderThan := DefaultStuckAfter
-	if q := c.QueryParam("older_than"); q != "" {
-		d, err := time.ParseDuration(q)
-		if err != nil || d < 0 {
-			return httpapi.BadRequest("older_than must be a Go duration of 0 or more, such as 10s or 2m", httpapi.FieldError{Field: "older_than", Message: "not a duration of 0 or more"})
-		}
-		olderThan = d
-	}
-	f := OrderFilter{Limit: DefaultPageSize}
-	var err error
-	if q := c.QueryParam("after"); q != "" {
-		if f.After, err = httpapi.ParseUUID("after", q); err != nil {
-			return err
-		}
-	}
-	if q := c.QueryParam("limit"); q != "" {
-		if f.Limit, err = strconv.Atoi(q); err != nil || f.Limit < 1 || f.Limit > MaxPageSize {
-			return httpapi.BadRequest(fmt.Sprintf("limit must be a whole number from 1 to %d", MaxPageSize), httpapi.FieldError{Field: "limit", Message: "out of range"})
-		}
+	olderThan, f, err := parseStuckQuery(c)
+	if err != nil {
+		return err
 	}
 	rows, err := generation(s.gen.Load()).stuckOrders(c.Request().Context(), s.pool, time.Now().Add(-olderThan), f)
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, pageOf(rows, f.Limit))
+}
+
+// parseStuckQuery reads GET /sagas/stuck's query. It touches no database,
+// so that a test can fuzz it.
+func parseStuckQuery(c echo.Context) (olderThan time.Duration, f OrderFilter, err error) {
+	olderThan = DefaultStuckAfter
+	if q := c.QueryParam("older_than"); q != "" {
+		d, err := time.ParseDuration(q)
+		if err != nil || d < 0 {
+			return 0, OrderFilter{}, httpapi.BadRequest("older_than must be a Go duration of 0 or more, such as 10s or 2m", httpapi.FieldError{Field: "older_than", Message: "not a duration of 0 or more"})
+		}
+		olderThan = d
+	}
+	f = OrderFilter{Limit: DefaultPageSize}
+	if q := c.QueryParam("after"); q != "" {
+		if f.After, err = httpapi.ParseUUID("after", q); err != nil {
+			return 0, OrderFilter{}, err
+		}
+	}
+	if q := c.QueryParam("limit"); q != "" {
+		if f.Limit, err = strconv.Atoi(q); err != nil || f.Limit < 1 || f.Limit > MaxPageSize {
+			return 0, OrderFilter{}, httpapi.BadRequest(fmt.Sprintf("limit must be a whole number from 1 to %d", MaxPageSize), httpapi.FieldError{Field: "limit", Message: "out of range"})
+		}
+	}
+	return olderThan, f, nil
 }
 
 // orderPage is a page of GET /orders or GET /sagas/stuck.
