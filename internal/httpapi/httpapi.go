@@ -184,6 +184,15 @@ func errorHandler(log *slog.Logger, timeout time.Duration) echo.HTTPErrorHandler
 		case errors.As(err, &connect):
 			log.Warn("database unavailable", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
 			p = Unavailable("the service's database is unavailable")
+		case connectionLost(err):
+			// As with a timeout, a COMMIT may have been applied with its
+			// answer lost: the client must not read this as "not done".
+			log.Warn("database connection lost", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
+			detail := "the connection to the service's database was lost"
+			if m := c.Request().Method; m != http.MethodGet && m != http.MethodHead {
+				detail += "; the request may or may not have taken effect"
+			}
+			p = Unavailable(detail)
 		default:
 			log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
 			p = problem(http.StatusInternalServerError, "internal", "Internal error", "the service failed to handle the request; it was logged")
@@ -192,6 +201,18 @@ func errorHandler(log *slog.Logger, timeout time.Duration) echo.HTTPErrorHandler
 		c.Response().WriteHeader(p.Status)
 		_ = json.NewEncoder(c.Response()).Encode(p)
 	}
+}
+
+// connectionLost reports an error of a database connection that broke in
+// the middle of a request: closed under it, or its server going away
+// (terminated, shutting down, in recovery).
+func connectionLost(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03" // admin_shutdown, crash_shutdown, cannot_connect_now
+	}
+	var opErr *net.OpError
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.As(err, &opErr)
 }
 
 // DecodeJSON reads the request body into v, which must be a pointer to a

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,7 +87,9 @@ func TestServeCutsOffSlowHeaders(t *testing.T) {
 }
 
 // A request whose handler waits on a stalled database past the request
-// timeout is answered 503 with a problem body, at the timeout.
+// timeout is answered 503 with a problem body, at the timeout; so is one
+// whose database is down, or whose connection broke under it (a command's
+// COMMIT may then have been applied: the problem says so).
 func TestRequestTimeoutAnswers503(t *testing.T) {
 	const timeout = 200 * time.Millisecond
 	e := newEcho(slog.New(slog.DiscardHandler), timeout)
@@ -100,9 +103,15 @@ func TestRequestTimeoutAnswers503(t *testing.T) {
 		_, err := pgconn.Connect(ctx, "postgres://nobody@127.0.0.1:1/none?sslmode=disable") // nothing listens on port 1
 		return fmt.Errorf("load: %w", err)
 	})
+	e.POST("/lost", func(c echo.Context) error { // the answer to a COMMIT lost with the connection
+		return fmt.Errorf("place order: append: %w", io.ErrUnexpectedEOF)
+	})
+	e.POST("/terminated", func(c echo.Context) error {
+		return fmt.Errorf("place order: append: %w", &pgconn.PgError{Code: "57P01", Message: "terminating connection due to administrator command"})
+	})
 	e.GET("/fine", func(c echo.Context) error { return c.String(http.StatusOK, "fine") })
 
-	for _, path := range []string{"/stalled", "/down"} {
+	for _, path := range []string{"/stalled", "/down", "/lost", "/terminated"} {
 		start := time.Now()
 		rec := httptest.NewRecorder()
 		e.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, path, nil))
@@ -114,6 +123,9 @@ func TestRequestTimeoutAnswers503(t *testing.T) {
 		if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Content-Type") != ContentType ||
 			p.Status != 503 || p.Type != "urn:eventsaga:problem:unavailable" || p.Detail == "" {
 			t.Errorf("%s: %d %s %+v; want a 503 problem", path, rec.Code, rec.Header().Get("Content-Type"), p)
+		}
+		if path != "/down" && !strings.Contains(p.Detail, "may or may not have taken effect") {
+			t.Errorf("%s: detail %q does not say that the command's outcome is unknown", path, p.Detail)
 		}
 		if took > timeout+time.Second {
 			t.Errorf("%s answered after %v; the request timeout is %v", path, took, timeout)
