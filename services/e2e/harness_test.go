@@ -43,6 +43,9 @@ type system struct {
 	// groups are the services' consumer groups by their plain names: on a
 	// shared broker each system's are its own, the same across restarts.
 	groups map[string]string
+	// dbURL, if set, is the database URL the services are given for each
+	// of theirs (a fault-injecting proxy's; see faults_test.go).
+	dbURL func(string) string
 }
 
 // group is the consumer group the service called name uses.
@@ -99,6 +102,9 @@ func pool(t *testing.T, url string) *pgxpool.Pool {
 }
 
 func (s *system) base(db, group string) platform.Config {
+	if s.dbURL != nil {
+		db = s.dbURL(db)
+	}
 	return platform.Config{
 		DatabaseURL: db, KafkaBrokers: s.kafka.Brokers, HTTPAddr: "127.0.0.1:0",
 		OrdersTopic: s.ordersTopic, CustomersTopic: s.customersTopic, ShutdownTimeout: 5 * time.Second,
