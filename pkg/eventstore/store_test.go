@@ -959,13 +959,21 @@ func TestDecideAllTakesTurnsOnAnAggregate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer second.Rollback(ctx)
 	var pid int
 	if err := second.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		second.Rollback(ctx)
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
+	var wg sync.WaitGroup
+	defer func() { // however the test ends: the second transaction is done with before it is rolled back
+		first.Rollback(ctx)
+		wg.Wait()
+		second.Rollback(ctx)
+	}()
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
 		// b is not in the first transaction: it must not be what waits.
 		ds := []eventstore.Decision[tally]{decideAdd(b, uuid.Nil), decideAdd(a, uuid.Nil)}
 		if _, err := f.repo.DecideAll(ctx, second, ds, nil); err != nil {
@@ -979,7 +987,7 @@ func TestDecideAllTakesTurnsOnAnAggregate(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var waiting bool
-		err := f.pool.QueryRow(ctx, "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid).Scan(&waiting)
+		err := f.pool.QueryRow(ctx, "SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1", pid).Scan(&waiting)
 		if err != nil {
 			t.Fatal(err)
 		}
