@@ -1,6 +1,7 @@
 // Package httpapi holds the HTTP conventions every service here follows:
 // errors as RFC 9457 problem details, strict JSON request bodies of at most
-// 64 KiB, health endpoints, and a server that drains on shutdown.
+// 64 KiB, health endpoints, Prometheus metrics of the requests at GET
+// /metrics (Instrument), and a server that drains on shutdown.
 //
 // Status codes: a body or parameter that does not decode into the request's
 // shape (not JSON, a field of the wrong JSON type, an unknown field, an ID

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eventsaga/eventsaga/internal/pgmigrate"
 	"github.com/eventsaga/eventsaga/pkg/events"
@@ -44,9 +45,13 @@ type Backbone struct {
 	Relay    *outbox.Relay
 	Notifier *outbox.Notifier
 	Consumer *outbox.Consumer
-	log      *slog.Logger
-	drain    Config
-	pruners  []Pruner
+	// Metrics is the service's registry (Config.Metrics or a new one): the
+	// relay's, the consumer's, the outbox's and the pool's metrics are
+	// registered in it; the service adds its own and serves it.
+	Metrics *prometheus.Registry
+	log     *slog.Logger
+	drain   Config
+	pruners []Pruner
 }
 
 // NewBackbone opens (creating and migrating) the database and builds the
@@ -71,8 +76,12 @@ func (b *Backbone) build(cfg BackboneConfig) error {
 		retention = DefaultInboxRetention
 	}
 	b.pruners = append([]Pruner{{What: "inbox", Retention: retention, Prune: outbox.PruneInbox}}, cfg.Pruners...)
-	var err error
-	if b.Relay, err = outbox.NewRelay(outbox.RelayConfig{Pool: b.Pool, Brokers: cfg.KafkaBrokers, Logger: cfg.Logger}); err != nil {
+	b.Metrics = cfg.registry()
+	om, err := outbox.NewMetrics(b.Metrics, cfg.Logger)
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	if b.Relay, err = outbox.NewRelay(outbox.RelayConfig{Pool: b.Pool, Brokers: cfg.KafkaBrokers, Logger: cfg.Logger, Metrics: om}); err != nil {
 		return err
 	}
 	b.Notifier = outbox.NewNotifier(b.Pool, "", cfg.Logger)
@@ -93,8 +102,20 @@ func (b *Backbone) build(cfg BackboneConfig) error {
 		// letter would leave its saga unfinished.
 		Transient:   func(err error) bool { return errors.Is(err, eventstore.ErrConflict) },
 		AfterCommit: func([]outbox.Delivery) { b.Notifier.Notify() },
+		Metrics:     om,
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	lag := om.LagCollector(func() (outbox.LagTarget, bool) {
+		return outbox.LagTarget{Client: b.Consumer.Client(), Group: cfg.ConsumerGroup, Topics: []string{cfg.Topic}}, true
+	})
+	for _, c := range []prometheus.Collector{NewPoolCollector("main", b.Pool), om.OutboxCollector(b.Pool), lag} {
+		if err := b.Metrics.Register(c); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+	}
+	return nil
 }
 
 // Serve runs api on ln beside the relay, the consumer and the pruners until

@@ -1,8 +1,8 @@
 // Package platform is what every service here does the same way: read its
 // configuration from the environment, open (and if need be create) its
-// database and migrate it, and run its parts (HTTP API, outbox relay,
-// consumer) until it is told to stop, then stop them in an order that loses
-// nothing.
+// database and migrate it, register its metrics (metrics.go), and run its
+// parts (HTTP API, outbox relay, consumer) until it is told to stop, then
+// stop them in an order that loses nothing.
 package platform
 
 import (
@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eventsaga/eventsaga/internal/httpapi"
 	"github.com/eventsaga/eventsaga/internal/pgdb"
@@ -69,6 +70,10 @@ type Config struct {
 	// redelivery of their events would be applied again. Zero means
 	// DefaultInboxRetention.
 	InboxRetention time.Duration
+	// Metrics is the registry the service's metrics go to, served at GET
+	// /metrics; nil gives the service a new one (NewRegistry). Not read
+	// from the environment. A registry serves one service.
+	Metrics *prometheus.Registry
 }
 
 // DefaultInboxRetention is INBOX_RETENTION unless set: a week, far beyond

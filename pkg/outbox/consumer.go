@@ -169,6 +169,9 @@ type ConsumerConfig struct {
 	InstanceID string
 	// ClientOpts are added to the Kafka client's options.
 	ClientOpts []kgo.Opt
+	// Metrics, if not nil, receives the consumer's metrics (see Metrics)
+	// while it runs.
+	Metrics *Metrics
 }
 
 func (c *ConsumerConfig) setDefaults() {
@@ -256,6 +259,10 @@ type Consumer struct {
 
 	applied, duplicates, deadLettered atomic.Int64
 	consuming                         atomic.Bool
+	// retries counts transactions tried again after a failure (of a batch
+	// or of a record), for Metrics; not in ConsumerStats, whose form the
+	// projector's GET /status documents.
+	retries atomic.Int64
 
 	pollMu sync.Mutex
 	yield  context.CancelCauseFunc // ends the poll in hand; nil between polls
@@ -310,6 +317,7 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 		kgo.HeartbeatInterval(time.Second),
 		kgo.RebalanceTimeout(10 * time.Second),
 	}, cfg.ClientOpts...)
+	opts = append(opts, cfg.Metrics.kafkaHooks("consumer")...)
 	if cfg.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
 	}
@@ -317,12 +325,12 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	if c.cl, err = kgo.NewClient(opts...); err != nil {
 		return nil, fmt.Errorf("consumer %s: kafka client: %w", cfg.Group, err)
 	}
-	c.dlq, err = kgo.NewClient(
+	c.dlq, err = kgo.NewClient(append(cfg.Metrics.kafkaHooks("dead-letters"),
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.WithLogger(kafkaLogger(log)),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)), // dead letters keep their key's partitioning
-	)
+	)...)
 	if err != nil {
 		c.cl.Close()
 		return nil, fmt.Errorf("consumer %s: kafka producer: %w", cfg.Group, err)
@@ -342,6 +350,8 @@ func (c *Consumer) Client() *kgo.Client { return c.cl }
 // ShutdownGrace), commits its offsets and leaves the group. It closes the
 // consumer: a Consumer runs once.
 func (c *Consumer) Run(ctx context.Context) error {
+	c.cfg.Metrics.addConsumer(c)
+	defer c.cfg.Metrics.removeConsumer(c)
 	defer func() {
 		// A poll that returned as ctx ended may still hold off rebalances;
 		// leaving the group waits for that hold to be released.
@@ -810,12 +820,14 @@ func (c *Consumer) applyBatchRetrying(ctx context.Context, recs []*kgo.Record) e
 			return err
 		case len(recs) > 1 && try < maxBatchRetries && c.transient(err):
 			try++
+			c.retries.Add(1)
 			c.log.Debug("batch lost a race; trying it again", "records", len(recs), "err", err)
 			if !sleep(ctx, c.cfg.RetryBackoff/2+rand.N(c.cfg.RetryBackoff)) {
 				return ctx.Err()
 			}
 		case len(recs) > 1 && c.unavailable(ctx, err):
 			c.holding(recs, err)
+			c.retries.Add(1)
 			if !sleep(ctx, backoff) {
 				return ctx.Err()
 			}
@@ -852,6 +864,7 @@ func (c *Consumer) applyWithRetries(ctx context.Context, rec *kgo.Record) bool {
 			// the time a short, jittered pause is over. A "transient"
 			// failure that keeps coming back is counted like any other.
 			transients++
+			c.retries.Add(1)
 			c.log.Debug("transient failure; retrying", "err", err)
 			attempt--
 			if !sleep(ctx, c.cfg.RetryBackoff/2+rand.N(c.cfg.RetryBackoff)) {
@@ -869,6 +882,7 @@ func (c *Consumer) applyWithRetries(ctx context.Context, rec *kgo.Record) bool {
 		default:
 			c.log.Info("apply failed; retrying", "attempt", attempt, "err", err)
 		}
+		c.retries.Add(1)
 		if !sleep(ctx, backoff) {
 			return false
 		}

@@ -2,9 +2,11 @@ package outbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -43,6 +45,11 @@ func GroupLag(ctx context.Context, cl *kgo.Client, group string, topics ...strin
 	committed, err := adm.FetchOffsets(ctx, group)
 	if err == nil {
 		err = committed.Error()
+	}
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		// A group that never committed, as kfake answers for it: all
+		// its partitions are to be read from their start.
+		committed, err = nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("committed offsets of %s: %w", group, err)

@@ -19,6 +19,8 @@
 //     consumer to apply, once (bin/dlq runs them).
 //   - Notifier wakes the relay right after a commit, so that latency is a
 //     few milliseconds rather than a poll interval.
+//   - Metrics reports to Prometheus what relays and consumers do, the
+//     outbox's depth and a group's lag (docs/operations.md, "Metrics").
 package outbox
 
 import (

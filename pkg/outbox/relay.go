@@ -65,6 +65,8 @@ type RelayConfig struct {
 	// sent), the lock is released, and unacknowledged rows are published
 	// again by whoever leads next.
 	PublishTimeout time.Duration
+	// Metrics, if not nil, receives the relay's metrics (see Metrics).
+	Metrics *Metrics
 	// ClientOpts are added to the Kafka producer's options. The options the
 	// relay's guarantees rest on (acks, partitioner, idempotence, batch
 	// size) are applied after them and cannot be overridden.
@@ -133,6 +135,8 @@ type Relay struct {
 	wake      chan struct{}
 	// emptyPasses counts looks at the outbox that found nothing to publish.
 	emptyPasses atomic.Int64
+	// failed counts records Kafka did not acknowledge (for Metrics).
+	failed atomic.Int64
 	// vacuum is set, per session, when the relay must vacuum the outbox.
 	vacuum *vacuumer
 }
@@ -143,7 +147,9 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Relay{cfg: cfg, log: cfg.Logger.With("component", "outbox-relay"), wake: make(chan struct{}, 1)}, nil
+	r := &Relay{cfg: cfg, log: cfg.Logger.With("component", "outbox-relay"), wake: make(chan struct{}, 1)}
+	cfg.Metrics.addRelay(r)
+	return r, nil
 }
 
 // Leader reports whether this relay currently holds the lock and publishes.
@@ -205,7 +211,7 @@ func (r *Relay) Run(ctx context.Context) error {
 
 // newProducer returns the Kafka client of one leadership session.
 func (r *Relay) newProducer() (*kgo.Client, error) {
-	opts := append(append([]kgo.Opt{}, r.cfg.ClientOpts...),
+	opts := append(append(r.cfg.Metrics.kafkaHooks("relay"), r.cfg.ClientOpts...),
 		kgo.SeedBrokers(r.cfg.Brokers...),
 		kgo.WithLogger(kafkaLogger(r.log)),
 		// Idempotent (kgo's default) with acks from all in-sync replicas:
@@ -396,12 +402,16 @@ func (r *Relay) publishBatch(ctx context.Context, conn *pgx.Conn, cl *kgo.Client
 	acked := ids[:0]
 	var firstErr error
 	watchdog := time.AfterFunc(r.cfg.PublishTimeout, closeProducer)
+	start := time.Now()
 	results := cl.ProduceSync(ctx, recs...)
+	r.cfg.Metrics.observePublish(time.Since(start))
 	if !watchdog.Stop() {
+		r.failed.Add(int64(len(recs)))
 		return 0, fmt.Errorf("kafka did not acknowledge %d records within %v", len(recs), r.cfg.PublishTimeout)
 	}
 	for _, res := range results {
 		if res.Err != nil {
+			r.failed.Add(1)
 			if firstErr == nil {
 				firstErr = fmt.Errorf("publish to %s: %w", res.Record.Topic, res.Err)
 			}

@@ -11,11 +11,13 @@ package customer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/eventsaga/eventsaga/internal/httpapi"
 	"github.com/eventsaga/eventsaga/internal/pgdb"
 	"github.com/eventsaga/eventsaga/internal/platform"
 	"github.com/eventsaga/eventsaga/pkg/events"
@@ -77,6 +79,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	s.http = s.routes()
+	if err := httpapi.Instrument(s.http, s.bb.Metrics, log); err != nil {
+		s.bb.Pool.Close()
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
 	return s, nil
 }
 

@@ -167,6 +167,7 @@ func (s *Service) viewOf(agg eventstore.Aggregate[domain.Order], err error) (Vie
 // Cancel cancels a PENDING or APPROVED order.
 func (s *Service) Cancel(ctx context.Context, id uuid.UUID, traceParent string) (View, error) {
 	var out View
+	var cancelled outcome
 	err := eventstore.Retry(ctx, conflictRetries, func(ctx context.Context) error {
 		agg, err := s.repo.Load(ctx, s.bb.Pool, id)
 		if errors.Is(err, eventstore.ErrNotFound) {
@@ -175,15 +176,20 @@ func (s *Service) Cancel(ctx context.Context, id uuid.UUID, traceParent string) 
 		if err != nil {
 			return err
 		}
+		// A PENDING order is at version 1: its UpdatedAt is when its
+		// OrderCreated occurred, the start of its decision's latency.
+		cancelled = outcome{orderID: id, result: orders.StatusCancelled, reason: agg.State.Status, created: agg.UpdatedAt}
 		evs, err := agg.State.Cancel()
 		if err != nil {
 			return err
 		}
 		var u eventstore.UnitOfWork
 		meta := eventstore.Meta{CorrelationID: id, CausationID: eventstore.NewID(), TraceParent: traceParent}
-		if _, err := s.repo.Stage(&u, &agg, meta, evs...); err != nil {
+		envs, err := s.repo.Stage(&u, &agg, meta, evs...)
+		if err != nil {
 			return err
 		}
+		cancelled.version, cancelled.decided = envs[0].AggregateVersion, envs[0].OccurredAt
 		u.Exec(forgetPending, [][16]byte{id}) // no longer PENDING: no deadline
 		if err := s.bb.Store.Commit(ctx, &u); err != nil {
 			return err
@@ -191,6 +197,9 @@ func (s *Service) Cancel(ctx context.Context, id uuid.UUID, traceParent string) 
 		out = view(agg)
 		return nil
 	})
+	if err == nil {
+		s.saga.record([]outcome{cancelled})
+	}
 	return out, err
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/eventsaga/eventsaga/pkg/events"
+	"github.com/eventsaga/eventsaga/pkg/events/orders"
 	"github.com/eventsaga/eventsaga/pkg/eventstore"
 	"github.com/eventsaga/eventsaga/services/order/domain"
 )
@@ -198,6 +199,7 @@ func lostRace(err error) bool {
 // returns how many it claimed.
 func (s *Service) rejectOverdue(ctx context.Context) (claimed int, err error) {
 	var rejected int
+	var outcomes []outcome
 	err = pgx.BeginFunc(ctx, s.bb.Pool, func(tx pgx.Tx) error {
 		rows, _ := tx.Query(ctx, claimOverdue, s.cfg.Deadline.Microseconds(), deadlineBatch)
 		var ids, causes [][16]byte
@@ -208,7 +210,7 @@ func (s *Service) rejectOverdue(ctx context.Context) (claimed int, err error) {
 		}); err != nil {
 			return err
 		}
-		claimed, rejected = len(ids), 0
+		claimed, rejected, outcomes = len(ids), 0, nil
 		if claimed == 0 {
 			return nil
 		}
@@ -222,9 +224,13 @@ func (s *Service) rejectOverdue(ctx context.Context) (claimed int, err error) {
 				// Caused by the OrderCreated whose deadline passed; no trace
 				// context: the request that placed the order ended long ago.
 				Meta: eventstore.Meta{CorrelationID: id, CausationID: causes[i]},
-				Decide: func(o domain.Order, _ int64) ([]events.Event, error) {
+				Decide: func(o domain.Order, version int64) ([]events.Event, error) {
 					evs := o.Expire() // nothing for an order decided meanwhile (or never placed)
 					rejected += len(evs)
+					if len(evs) > 0 {
+						outcomes = append(outcomes, outcome{orderID: id, result: orders.StatusRejected,
+							reason: orders.ReasonDeadlineExceeded, version: version + int64(len(evs))})
+					}
 					return evs, nil
 				},
 			}
@@ -232,12 +238,16 @@ func (s *Service) rejectOverdue(ctx context.Context) (claimed int, err error) {
 		if _, err := s.repo.DecideAll(ctx, tx, decisions, nil); err != nil {
 			return err
 		}
+		if len(outcomes) > 0 {
+			return forgetAndTime(ctx, tx, dropPendingTimed, ids, outcomes)
+		}
 		_, err := tx.Exec(ctx, dropPending, ids)
 		return err
 	})
 	if err != nil {
 		return 0, err
 	}
+	s.saga.record(outcomes)
 	if rejected > 0 {
 		s.bb.Notifier.Notify() // the relay publishes the rejections now, not at its next poll
 		s.log.Info("rejected orders past their deadline", "orders", rejected, "order_deadline", s.cfg.Deadline)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/eventsaga/eventsaga/pkg/events"
 	"github.com/eventsaga/eventsaga/pkg/events/customers"
+	"github.com/eventsaga/eventsaga/pkg/events/orders"
 	"github.com/eventsaga/eventsaga/pkg/eventstore"
 	"github.com/eventsaga/eventsaga/pkg/outbox"
 	"github.com/eventsaga/eventsaga/services/order/domain"
@@ -31,6 +32,7 @@ import (
 func (s *Service) applyCreditDecisions(ctx context.Context, tx pgx.Tx, ds []outbox.Delivery) error {
 	var decisions []eventstore.Decision[domain.Order]
 	var decided [][16]byte
+	var outcomes []outcome // the orders this transaction takes out of PENDING
 	for _, d := range ds {
 		if d.Envelope.EventType != "CreditReserved" && d.Envelope.EventType != "CreditReservationFailed" {
 			continue
@@ -42,12 +44,15 @@ func (s *Service) applyCreditDecisions(ctx context.Context, tx pgx.Tx, ds []outb
 		var (
 			orderID uuid.UUID
 			decide  func(domain.Order) []events.Event
+			result  = orders.StatusApproved
+			reason  string
 		)
 		switch e := e.(type) {
 		case customers.CreditReserved:
 			orderID, decide = e.OrderID, domain.Order.Approve
 		case customers.CreditReservationFailed:
 			orderID, decide = e.OrderID, func(o domain.Order) []events.Event { return o.Reject(e.Reason) }
+			result, reason = orders.StatusRejected, e.Reason
 		}
 		decided = append(decided, orderID)
 		decisions = append(decisions, eventstore.Decision[domain.Order]{
@@ -61,7 +66,11 @@ func (s *Service) applyCreditDecisions(ctx context.Context, tx pgx.Tx, ds []outb
 				if version == 0 {
 					return nil, outbox.Permanent(fmt.Errorf("credit decision for unknown order %s", orderID))
 				}
-				return decide(o), nil
+				evs := decide(o)
+				if len(evs) > 0 {
+					outcomes = append(outcomes, outcome{orderID: orderID, result: result, reason: reason, version: version + int64(len(evs))})
+				}
+				return evs, nil
 			},
 		})
 	}
@@ -71,8 +80,15 @@ func (s *Service) applyCreditDecisions(ctx context.Context, tx pgx.Tx, ds []outb
 	if len(decided) == 0 {
 		return nil
 	}
-	if _, err := tx.Exec(ctx, forgetPending, decided); err != nil {
+	if len(outcomes) == 0 {
+		if _, err := tx.Exec(ctx, forgetPending, decided); err != nil {
+			return fmt.Errorf("forget the deadlines of decided orders: %w", err)
+		}
+		return nil
+	}
+	if err := forgetAndTime(ctx, tx, forgetPendingTimed, decided, outcomes); err != nil {
 		return fmt.Errorf("forget the deadlines of decided orders: %w", err)
 	}
+	outbox.OnCommit(ctx, func() { s.saga.record(outcomes) })
 	return nil
 }

@@ -7,7 +7,8 @@
 // Reading order: domain/ holds the Order aggregate; commands.go what the
 // REST API can ask of it; saga.go how the service reacts to the customer
 // service's credit decisions; deadline.go how it rejects the orders that got
-// none in time; http.go the REST API; this file wires the parts.
+// none in time; http.go the REST API; metrics.go how the saga's outcomes
+// and latency are counted; this file wires the parts.
 package order
 
 import (
@@ -23,6 +24,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/eventsaga/eventsaga/internal/httpapi"
 	"github.com/eventsaga/eventsaga/internal/pgdb"
 	"github.com/eventsaga/eventsaga/internal/pgmigrate"
 	"github.com/eventsaga/eventsaga/internal/platform"
@@ -118,6 +120,7 @@ type Service struct {
 	bb       *platform.Backbone
 	repo     *eventstore.Repository[domain.Order]
 	http     *echo.Echo
+	saga     *sagaMetrics
 }
 
 // New connects to the database (creating and migrating it if need be) and
@@ -156,6 +159,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	s.http = s.routes()
+	if s.saga, err = newSagaMetrics(s.bb.Metrics); err == nil {
+		err = httpapi.Instrument(s.http, s.bb.Metrics, log)
+	}
+	if err != nil {
+		s.bb.Pool.Close()
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
 	return s, nil
 }
 

@@ -74,6 +74,8 @@ type Service struct {
 	kafka *kgo.Client
 	// recent knows which order versions this instance has projected lately.
 	recent recent
+	// consumerMetrics receives the projection consumers' metrics (metrics.go).
+	consumerMetrics *outbox.Metrics
 }
 
 // databaseURL is the configured one with every statement planned for its
@@ -118,6 +120,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	s.http = s.routes()
+	if err := s.instrument(); err != nil {
+		s.pool.Close()
+		s.projPool.Close()
+		s.kafka.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -146,7 +154,7 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Service) project(ctx context.Context) error {
 	for {
 		g := generation(s.gen.Load())
-		c, err := newProjection(s.cfg, s.log, s.projPool, s.registry, g, s.recent.record, projectionTuning{})
+		c, err := newProjection(s.cfg, s.log, s.projPool, s.registry, g, s.recent.record, projectionTuning{metrics: s.consumerMetrics})
 		if err != nil {
 			return err
 		}
@@ -203,6 +211,9 @@ func (s *Service) watchGeneration(ctx context.Context, g generation, done chan e
 // projectionTuning sets how much a projection takes at once.
 type projectionTuning struct {
 	batchSize, pollRecords int
+	// metrics receives the consumer's metrics; nil for none (a rebuild,
+	// which may run beside a projector in the same process).
+	metrics *outbox.Metrics
 }
 
 // newProjection returns the consumer that projects both topics into
@@ -223,6 +234,7 @@ func newProjection(cfg Config, log *slog.Logger, pool *pgxpool.Pool, reg *events
 		// Two partitions that update the same customer's counts wait for
 		// each other; should Postgres still see a deadlock, it is retried.
 		AfterCommit: committed,
+		Metrics:     t.metrics,
 	})
 }
 

@@ -1,0 +1,131 @@
+package order
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eventsaga/eventsaga/pkg/events/orders"
+)
+
+// The saga's metrics: how orders end, and how long their decision took.
+//
+// An order's decision takes it out of PENDING: APPROVED, REJECTED (with the
+// customer service's reason, or DEADLINE_EXCEEDED), or CANCELLED while
+// PENDING. Its latency is measured between the events, from the
+// OrderCreated's occurred_at to the decision's, as the event store recorded
+// them: it does not depend on when this process saw either, so it stays
+// right across restarts and redeliveries. It is observed once the decision
+// has committed, by the instance that made it.
+type sagaMetrics struct {
+	outcomes *prometheus.CounterVec
+	decision *prometheus.HistogramVec
+}
+
+func newSagaMetrics(reg prometheus.Registerer) (*sagaMetrics, error) {
+	m := &sagaMetrics{
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eventsaga_saga_outcomes_total",
+			Help: "Orders that reached APPROVED, REJECTED or CANCELLED, by result and reason: the rejection's reason, " +
+				"or for a cancellation the status it ended (PENDING or APPROVED); empty for an approval.",
+		}, []string{"result", "reason"}),
+		decision: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "eventsaga_saga_decision_seconds",
+			Help: "From an order's OrderCreated to the event that took it out of PENDING (occurred_at to occurred_at), by result.",
+			// Milliseconds on a quiet system, up to the deadline (30 s by
+			// default) and past it while a broker fails over.
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
+		}, []string{"result"}),
+	}
+	for _, c := range []prometheus.Collector{m.outcomes, m.decision} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	// The series a dashboard expects are there from the start, at zero.
+	m.outcomes.WithLabelValues(orders.StatusApproved, "")
+	for _, r := range []string{orders.ReasonInsufficientCredit, orders.ReasonUnknownCustomer, orders.ReasonDeadlineExceeded} {
+		m.outcomes.WithLabelValues(orders.StatusRejected, r)
+	}
+	for _, s := range []string{orders.StatusApproved, orders.StatusRejected, orders.StatusCancelled} {
+		m.decision.WithLabelValues(s)
+	}
+	return m, nil
+}
+
+// outcome is an order's move to a status, as decided in one transaction.
+type outcome struct {
+	orderID uuid.UUID
+	result  string // orders.StatusApproved, StatusRejected or StatusCancelled
+	reason  string
+	// version is the order's version once decided; 2 for the decision
+	// that took it out of PENDING (its OrderCreated is version 1).
+	version int64
+	// created and decided are when the OrderCreated and the decision
+	// occurred; zero when unknown.
+	created, decided time.Time
+}
+
+// reasonLabel bounds the reason label to the reasons the contract knows.
+func reasonLabel(reason string) string {
+	switch reason {
+	case "", orders.ReasonInsufficientCredit, orders.ReasonUnknownCustomer, orders.ReasonDeadlineExceeded,
+		orders.StatusPending, orders.StatusApproved:
+		return reason
+	}
+	return "OTHER"
+}
+
+// record counts outcomes that committed.
+func (m *sagaMetrics) record(os []outcome) {
+	for _, o := range os {
+		m.outcomes.WithLabelValues(o.result, reasonLabel(o.reason)).Inc()
+		if o.version == 2 && !o.created.IsZero() && !o.decided.IsZero() {
+			m.decision.WithLabelValues(o.result).Observe(o.decided.Sub(o.created).Seconds())
+		}
+	}
+}
+
+// decisionTimes reads, within the deciding transaction, when the orders of
+// $2 were created and when their versions $3 occurred: two primary-key
+// lookups an order, in the statement that ends their deadlines ($1), so it
+// costs the saga no round trip. The DELETE runs whatever the SELECT reads.
+const decisionTimes = `
+WITH forgotten AS (%s)
+SELECT x.id, c.occurred_at, d.occurred_at
+FROM unnest($2::uuid[], $3::bigint[]) AS x(id, version)
+JOIN events c ON c.aggregate_id = x.id AND c.version = 1
+JOIN events d ON d.aggregate_id = x.id AND d.version = x.version`
+
+// forgetPendingTimed is forgetPending, and decisionTimes for the orders a
+// consumer's transaction decided; dropPendingTimed the same for a deadline
+// sweep's.
+var (
+	forgetPendingTimed = fmt.Sprintf(decisionTimes, forgetPending)
+	dropPendingTimed   = fmt.Sprintf(decisionTimes, dropPending)
+)
+
+// forgetAndTime runs forget (a statement on $1, the orders whose deadlines
+// end) and fills in when each outcome's order was created and decided.
+func forgetAndTime(ctx context.Context, tx pgx.Tx, sql string, forget [][16]byte, os []outcome) error {
+	ids := make([][16]byte, len(os))
+	versions := make([]int64, len(os))
+	at := make(map[uuid.UUID]int, len(os))
+	for i, o := range os {
+		ids[i], versions[i], at[o.orderID] = o.orderID, o.version, i
+	}
+	rows, _ := tx.Query(ctx, sql, forget, ids, versions)
+	var id [16]byte
+	var created, decided time.Time
+	_, err := pgx.ForEachRow(rows, []any{&id, &created, &decided}, func() error {
+		if i, ok := at[id]; ok {
+			os[i].created, os[i].decided = created, decided
+		}
+		return nil
+	})
+	return err
+}
