@@ -40,6 +40,7 @@ func (s *Service) routes() *echo.Echo {
 	e.GET("/customers/:id", s.getCustomer)
 	e.GET("/sagas/stuck", s.stuckSagas)
 	e.GET("/status", s.getStatus)
+	newUI(s).register(e) // the saga view, /ui (ui.go)
 	httpapi.Health(e, s.ready)
 	return e
 }

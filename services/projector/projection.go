@@ -56,6 +56,8 @@ func (c *Counts) add(status string, n int64) {
 type Event struct {
 	Env  events.Envelope
 	Data events.Event
+	// TraceParent is the record's W3C traceparent header, if any.
+	TraceParent string
 }
 
 // foldOrders applies order events, oldest first, to the rows they concern
@@ -108,8 +110,10 @@ func foldOrders(rows map[uuid.UUID]*OrderRow, evs []Event) (changed []*OrderRow,
 	return changed, counts
 }
 
-// foldCustomers applies customer events, oldest first, like foldOrders.
-func foldCustomers(rows map[uuid.UUID]*CustomerRow, evs []Event) (changed []*CustomerRow) {
+// foldCustomers applies customer events, oldest first, like foldOrders. It
+// also returns the customer's credit around each event it applied, for the
+// saga log: only the fold knows the row as each event found it.
+func foldCustomers(rows map[uuid.UUID]*CustomerRow, evs []Event) (changed []*CustomerRow, credits []creditChange) {
 	touched := map[uuid.UUID]bool{}
 	for _, e := range evs {
 		row := rows[e.Env.AggregateID]
@@ -120,6 +124,7 @@ func foldCustomers(rows map[uuid.UUID]*CustomerRow, evs []Event) (changed []*Cus
 			row = &CustomerRow{CustomerID: e.Env.AggregateID}
 			rows[row.CustomerID] = row
 		}
+		reservedBefore := row.Reserved
 		switch d := e.Data.(type) {
 		case customers.CustomerRegistered:
 			row.Registered, row.Name, row.CreditLimit = true, d.Name, d.CreditLimit
@@ -131,10 +136,11 @@ func foldCustomers(rows map[uuid.UUID]*CustomerRow, evs []Event) (changed []*Cus
 			row.Reserved -= d.Amount
 		}
 		row.Version, row.UpdatedAt = e.Env.AggregateVersion, e.Env.OccurredAt
+		credits = append(credits, creditChange{Event: e, Limit: row.CreditLimit, ReservedBefore: reservedBefore, ReservedAfter: row.Reserved})
 		if !touched[row.CustomerID] {
 			touched[row.CustomerID] = true
 			changed = append(changed, row)
 		}
 	}
-	return changed
+	return changed, credits
 }

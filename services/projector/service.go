@@ -76,6 +76,8 @@ type Service struct {
 	recent recent
 	// consumerMetrics receives the projection consumers' metrics (metrics.go).
 	consumerMetrics *outbox.Metrics
+	// feed tells the saga view's live pages what each batch touched (ui_feed.go).
+	feed feed
 }
 
 // databaseURL is the configured one with every statement planned for its
@@ -144,6 +146,10 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 	if s.cfg.PprofAddr != "" {
 		platform.ServePprof(ctx, s.log, s.cfg.PprofAddr)
 	}
+	// The saga view's live streams end as shutdown begins, or the HTTP
+	// drain would wait for them until SHUTDOWN_TIMEOUT.
+	stopFeed := context.AfterFunc(ctx, s.feed.close)
+	defer stopFeed()
 	return platform.Run(ctx, s.log, ln, platform.Parts{HTTP: s.http, Worker: s.project}, s.cfg.ShutdownTimeout)
 }
 
@@ -154,7 +160,7 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Service) project(ctx context.Context) error {
 	for {
 		g := generation(s.gen.Load())
-		c, err := newProjection(s.cfg, s.log, s.projPool, s.registry, g, s.recent.record, projectionTuning{metrics: s.consumerMetrics})
+		c, err := newProjection(s.cfg, s.log, s.projPool, s.registry, g, s.committed, projectionTuning{metrics: s.consumerMetrics})
 		if err != nil {
 			return err
 		}
@@ -259,7 +265,7 @@ func (p projection) apply(ctx context.Context, tx pgx.Tx, ds []outbox.Delivery) 
 		if err != nil {
 			return outbox.Permanent(err)
 		}
-		e := Event{Env: d.Envelope, Data: data}
+		e := Event{Env: d.Envelope, Data: data, TraceParent: d.Header(events.HeaderTraceParent)}
 		switch d.Envelope.AggregateType {
 		case orders.AggregateType:
 			orderEvs = append(orderEvs, e)
@@ -267,7 +273,9 @@ func (p projection) apply(ctx context.Context, tx pgx.Tx, ds []outbox.Delivery) 
 			customerEvs = append(customerEvs, e)
 		}
 	}
+	var steps sagaLog // for the saga view (ui_log.go)
 	if len(orderEvs) > 0 {
+		steps.addOrders(orderEvs)
 		rows, err := p.gen.loadOrders(ctx, tx, idsOf(orderEvs))
 		if err != nil {
 			return fmt.Errorf("load orders: %w", err)
@@ -285,9 +293,14 @@ func (p projection) apply(ctx context.Context, tx pgx.Tx, ds []outbox.Delivery) 
 		if err != nil {
 			return fmt.Errorf("load customers: %w", err)
 		}
-		if err := p.gen.writeCustomers(ctx, tx, foldCustomers(rows, customerEvs)); err != nil {
+		changed, credits := foldCustomers(rows, customerEvs)
+		if err := p.gen.writeCustomers(ctx, tx, changed); err != nil {
 			return fmt.Errorf("write customers: %w", err)
 		}
+		steps.addCredits(credits)
+	}
+	if err := p.gen.writeSagaLog(ctx, tx, steps); err != nil {
+		return fmt.Errorf("write the saga log: %w", err)
 	}
 	return nil
 }

@@ -23,6 +23,12 @@ type generation int
 
 func (g generation) orders() string    { return fmt.Sprintf("rm_orders_g%d", g) }
 func (g generation) customers() string { return fmt.Sprintf("rm_customers_g%d", g) }
+func (g generation) sagaLog() string   { return fmt.Sprintf("rm_saga_log_g%d", g) }
+
+// tables lists generation g's tables, for DROP TABLE.
+func (g generation) tables() string {
+	return g.orders() + ", " + g.customers() + ", " + g.sagaLog()
+}
 
 const createTables = `
 CREATE TABLE IF NOT EXISTS %[1]s (
@@ -48,7 +54,8 @@ CREATE TABLE IF NOT EXISTS %[2]s (
     approved     bigint      NOT NULL DEFAULT 0,
     rejected     bigint      NOT NULL DEFAULT 0,
     cancelled    bigint      NOT NULL DEFAULT 0
-)`
+);
+` + createSagaLog
 
 // store is the read model's database.
 type store struct {
@@ -80,7 +87,7 @@ func (s store) current(ctx context.Context) (generation, error) {
 // advisory lock. The statements are one simple-protocol query, which
 // Postgres runs as one transaction: the lock is held until they are done.
 func (s store) prepare(ctx context.Context, g generation) error {
-	ddl := "SELECT pg_advisory_xact_lock(hashtext('rm_generations'));\n" + fmt.Sprintf(createTables, g.orders(), g.customers())
+	ddl := "SELECT pg_advisory_xact_lock(hashtext('rm_generations'));\n" + fmt.Sprintf(createTables, g.orders(), g.customers(), g.sagaLog())
 	if _, err := s.pool.Exec(ctx, ddl); err != nil {
 		return fmt.Errorf("create generation %d: %w", g, err)
 	}
@@ -122,7 +129,7 @@ func (s store) switchTo(ctx context.Context, g generation) error {
 			return err
 		}
 		for _, x := range stale {
-			if _, err := tx.Exec(ctx, fmt.Sprintf("DROP TABLE IF EXISTS %s, %s", generation(x).orders(), generation(x).customers())); err != nil {
+			if _, err := tx.Exec(ctx, "DROP TABLE IF EXISTS "+generation(x).tables()); err != nil {
 				return err
 			}
 		}
@@ -132,7 +139,7 @@ func (s store) switchTo(ctx context.Context, g generation) error {
 
 // abandon drops a generation that a rebuild did not finish.
 func (s store) abandon(ctx context.Context, g generation) {
-	_, _ = s.pool.Exec(ctx, fmt.Sprintf("DROP TABLE IF EXISTS %s, %s", g.orders(), g.customers()))
+	_, _ = s.pool.Exec(ctx, "DROP TABLE IF EXISTS "+g.tables())
 	_, _ = s.pool.Exec(ctx, `DELETE FROM rm_generations WHERE generation = $1 AND state = 'building'`, int(g))
 }
 
