@@ -22,6 +22,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/eventsaga/eventsaga/internal/httpapi"
+	"github.com/eventsaga/eventsaga/internal/httpapi/httpapitest"
 	"github.com/eventsaga/eventsaga/pkg/events"
 	"github.com/eventsaga/eventsaga/pkg/events/customers"
 	"github.com/eventsaga/eventsaga/services/customer/domain"
@@ -30,75 +31,6 @@ import (
 // fuzzAPI is the service's routes on a Service with no database.
 func fuzzAPI() *echo.Echo {
 	return (&Service{log: slog.New(slog.DiscardHandler)}).routes()
-}
-
-// routed is the context the handler of req gets from e: routed (so Param
-// is what the handler sees) and with the body limited as httpapi limits it.
-func routed(e *echo.Echo, req *http.Request) echo.Context {
-	rec := httptest.NewRecorder()
-	req.Body = http.MaxBytesReader(rec, req.Body, httpapi.MaxBodyBytes)
-	c := e.NewContext(req, rec)
-	e.Router().Find(req.Method, echo.GetPath(req), c)
-	return c
-}
-
-// wantProblem checks that the real route answers req with a 4xx and a
-// problem body: Content-Type application/problem+json and every field of
-// httpapi.Problem well-formed. decodeErr is the decoder's refusal of req,
-// which must be a problem of the same status; nil when req is routed to no
-// handler (a path the router does not match).
-func wantProblem(t *testing.T, e *echo.Echo, req *http.Request, decodeErr error) {
-	t.Helper()
-	var p *httpapi.Problem
-	if decodeErr != nil && (!errors.As(decodeErr, &p) || p.Status < 400 || p.Status > 499) {
-		t.Fatalf("%s %s refused with %v (%T), not a 4xx problem", req.Method, req.URL, decodeErr, decodeErr)
-	}
-	rec := httptest.NewRecorder()
-	e.ServeHTTP(rec, req)
-	// The route's body limit refuses a body known to be too large before
-	// the handler decodes anything: its 413 stands for the decoder's answer.
-	tooLarge := rec.Code == http.StatusRequestEntityTooLarge && req.ContentLength > httpapi.MaxBodyBytes
-	if rec.Code < 400 || rec.Code > 499 || (p != nil && rec.Code != p.Status && !tooLarge) {
-		t.Fatalf("%s %s: status %d (the decoder's problem: %v): %s", req.Method, req.URL, rec.Code, decodeErr, rec.Body)
-	}
-	if ct := rec.Header().Get(echo.HeaderContentType); ct != httpapi.ContentType {
-		t.Fatalf("%s %s: %d with Content-Type %q", req.Method, req.URL, rec.Code, ct)
-	}
-	var got struct {
-		httpapi.Problem
-		Errors []map[string]string `json:"errors"` // to see that field and message are there
-	}
-	dec := json.NewDecoder(rec.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&got); err != nil || dec.More() {
-		t.Fatalf("%s %s: %d with a body that is no problem: %v", req.Method, req.URL, rec.Code, err)
-	}
-	if !problemTypes[got.Type] || got.Title == "" || got.Status != rec.Code || got.Detail == "" || got.Errors != nil && len(got.Errors) == 0 {
-		t.Fatalf("%s %s: %d with problem %+v", req.Method, req.URL, rec.Code, got)
-	}
-	for _, fe := range got.Errors {
-		// A field may be named "": an unknown field is named as the body named it.
-		if _, ok := fe["field"]; !ok || fe["message"] == "" || len(fe) != 2 {
-			t.Fatalf("%s %s: problem %+v has a malformed field error", req.Method, req.URL, got)
-		}
-	}
-}
-
-// problemTypes are the types of the problems a request can cause.
-var problemTypes = map[string]bool{
-	"urn:eventsaga:problem:malformed-request": true, "urn:eventsaga:problem:validation": true,
-	"urn:eventsaga:problem:not-found": true, "urn:eventsaga:problem:conflict": true,
-	"urn:eventsaga:problem:too-large": true, "urn:eventsaga:problem:http": true,
-}
-
-// wantValidJSONObject checks that an accepted body is one JSON object, as
-// httpapi.DecodeJSON promises (space around it aside).
-func wantValidJSONObject(t *testing.T, body string) {
-	t.Helper()
-	trimmed := strings.TrimSpace(body)
-	if !json.Valid([]byte(trimmed)) || !strings.HasPrefix(trimmed, "{") {
-		t.Fatalf("accepted a body that is not one JSON object: %q", body)
-	}
 }
 
 // wantLimit checks an accepted credit limit: within 0 to MaxMoney, and
@@ -153,16 +85,16 @@ func FuzzRegisterCustomer(f *testing.F) {
 			req.Header.Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
 			return req
 		}
-		name, limit, err := decodeRegister(routed(e, request(body)))
+		name, limit, err := decodeRegister(httpapitest.Routed(e, request(body)))
 		if err != nil {
-			wantProblem(t, e, request(body), err)
+			httpapitest.WantProblem(t, e, request(body), err)
 			return
 		}
-		wantValidJSONObject(t, body)
+		httpapitest.WantJSONObject(t, body)
 		wantLimit(t, limit)
 		jname, _ := json.Marshal(name)
 		canon := fmt.Sprintf(`{"name":%s,"credit_limit":"%s"}`, jname, limit)
-		if n, l, err := decodeRegister(routed(e, request(canon))); err != nil || n != name || l != limit {
+		if n, l, err := decodeRegister(httpapitest.Routed(e, request(canon))); err != nil || n != name || l != limit {
 			t.Fatalf("%q decoded as %q, %v; written back as %s it decodes as %q, %v, %v", body, name, limit, canon, n, l, err)
 		}
 
@@ -211,30 +143,30 @@ func FuzzCustomerPaths(f *testing.F) {
 			return req
 		}
 		put := func(body string) *http.Request { return request(http.MethodPut, "/credit-limit", body) }
-		c := routed(e, put(body))
+		c := httpapitest.Routed(e, put(body))
 		if c.Path() != "/customers/:id/credit-limit" {
-			wantProblem(t, e, put(body), nil)
+			httpapitest.WantProblem(t, e, put(body), nil)
 		} else if cid, limit, err := decodeCreditLimit(c); err != nil {
-			wantProblem(t, e, put(body), err)
+			httpapitest.WantProblem(t, e, put(body), err)
 		} else {
 			if !strings.EqualFold(cid.String(), c.Param("id")) {
 				t.Fatalf("path id %q became %v", c.Param("id"), cid)
 			}
-			wantValidJSONObject(t, body)
+			httpapitest.WantJSONObject(t, body)
 			wantLimit(t, limit)
 			canon := fmt.Sprintf(`{"credit_limit":"%s"}`, limit)
-			if cid2, l, err := decodeCreditLimit(routed(e, put(canon))); err != nil || cid2 != cid || l != limit {
+			if cid2, l, err := decodeCreditLimit(httpapitest.Routed(e, put(canon))); err != nil || cid2 != cid || l != limit {
 				t.Fatalf("%q decoded as %v; written back as %s it decodes as %v, %v", body, limit, canon, l, err)
 			}
 		}
 		for _, suffix := range []string{"", "/events"} {
-			c := routed(e, request(http.MethodGet, suffix, ""))
+			c := httpapitest.Routed(e, request(http.MethodGet, suffix, ""))
 			if c.Path() != "/customers/:id"+suffix {
-				wantProblem(t, e, request(http.MethodGet, suffix, ""), nil)
+				httpapitest.WantProblem(t, e, request(http.MethodGet, suffix, ""), nil)
 				continue
 			}
 			if got, err := httpapi.ParseUUID("id", c.Param("id")); err != nil {
-				wantProblem(t, e, request(http.MethodGet, suffix, ""), err)
+				httpapitest.WantProblem(t, e, request(http.MethodGet, suffix, ""), err)
 			} else if !strings.EqualFold(got.String(), c.Param("id")) {
 				t.Fatalf("path id %q became %v", c.Param("id"), got)
 			}

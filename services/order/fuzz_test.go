@@ -24,6 +24,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/eventsaga/eventsaga/internal/httpapi"
+	"github.com/eventsaga/eventsaga/internal/httpapi/httpapitest"
 	"github.com/eventsaga/eventsaga/pkg/events"
 	"github.com/eventsaga/eventsaga/pkg/events/orders"
 	"github.com/eventsaga/eventsaga/services/order/domain"
@@ -32,75 +33,6 @@ import (
 // fuzzAPI is the service's routes on a Service with no database.
 func fuzzAPI() *echo.Echo {
 	return (&Service{log: slog.New(slog.DiscardHandler)}).routes()
-}
-
-// routed is the context the handler of req gets from e: routed (so Param
-// is what the handler sees) and with the body limited as httpapi limits it.
-func routed(e *echo.Echo, req *http.Request) echo.Context {
-	rec := httptest.NewRecorder()
-	req.Body = http.MaxBytesReader(rec, req.Body, httpapi.MaxBodyBytes)
-	c := e.NewContext(req, rec)
-	e.Router().Find(req.Method, echo.GetPath(req), c)
-	return c
-}
-
-// wantProblem checks that the real route answers req with a 4xx and a
-// problem body: Content-Type application/problem+json and every field of
-// httpapi.Problem well-formed. decodeErr is the decoder's refusal of req,
-// which must be a problem of the same status; nil when req is routed to no
-// handler (a path the router does not match).
-func wantProblem(t *testing.T, e *echo.Echo, req *http.Request, decodeErr error) {
-	t.Helper()
-	var p *httpapi.Problem
-	if decodeErr != nil && (!errors.As(decodeErr, &p) || p.Status < 400 || p.Status > 499) {
-		t.Fatalf("%s %s refused with %v (%T), not a 4xx problem", req.Method, req.URL, decodeErr, decodeErr)
-	}
-	rec := httptest.NewRecorder()
-	e.ServeHTTP(rec, req)
-	// The route's body limit refuses a body known to be too large before
-	// the handler decodes anything: its 413 stands for the decoder's answer.
-	tooLarge := rec.Code == http.StatusRequestEntityTooLarge && req.ContentLength > httpapi.MaxBodyBytes
-	if rec.Code < 400 || rec.Code > 499 || (p != nil && rec.Code != p.Status && !tooLarge) {
-		t.Fatalf("%s %s: status %d (the decoder's problem: %v): %s", req.Method, req.URL, rec.Code, decodeErr, rec.Body)
-	}
-	if ct := rec.Header().Get(echo.HeaderContentType); ct != httpapi.ContentType {
-		t.Fatalf("%s %s: %d with Content-Type %q", req.Method, req.URL, rec.Code, ct)
-	}
-	var got struct {
-		httpapi.Problem
-		Errors []map[string]string `json:"errors"` // to see that field and message are there
-	}
-	dec := json.NewDecoder(rec.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&got); err != nil || dec.More() {
-		t.Fatalf("%s %s: %d with a body that is no problem: %v", req.Method, req.URL, rec.Code, err)
-	}
-	if !problemTypes[got.Type] || got.Title == "" || got.Status != rec.Code || got.Detail == "" || got.Errors != nil && len(got.Errors) == 0 {
-		t.Fatalf("%s %s: %d with problem %+v", req.Method, req.URL, rec.Code, got)
-	}
-	for _, fe := range got.Errors {
-		// A field may be named "": an unknown field is named as the body named it.
-		if _, ok := fe["field"]; !ok || fe["message"] == "" || len(fe) != 2 {
-			t.Fatalf("%s %s: problem %+v has a malformed field error", req.Method, req.URL, got)
-		}
-	}
-}
-
-// problemTypes are the types of the problems a request can cause.
-var problemTypes = map[string]bool{
-	"urn:eventsaga:problem:malformed-request": true, "urn:eventsaga:problem:validation": true,
-	"urn:eventsaga:problem:not-found": true, "urn:eventsaga:problem:conflict": true,
-	"urn:eventsaga:problem:too-large": true, "urn:eventsaga:problem:http": true,
-}
-
-// wantValidJSONObject checks that an accepted body is one JSON object, as
-// httpapi.DecodeJSON promises (space around it aside).
-func wantValidJSONObject(t *testing.T, body string) {
-	t.Helper()
-	trimmed := strings.TrimSpace(body)
-	if !json.Valid([]byte(trimmed)) || !strings.HasPrefix(trimmed, "{") {
-		t.Fatalf("accepted a body that is not one JSON object: %q", body)
-	}
 }
 
 const (
@@ -182,12 +114,12 @@ func FuzzPlaceOrder(f *testing.F) {
 			}
 			return req
 		}
-		cmd, err := placeCommand(routed(e, request()))
+		cmd, err := placeCommand(httpapitest.Routed(e, request()))
 		if err != nil {
-			wantProblem(t, e, request(), err)
+			httpapitest.WantProblem(t, e, request(), err)
 			return
 		}
-		wantValidJSONObject(t, body)
+		httpapitest.WantJSONObject(t, body)
 		switch {
 		case keys == 2:
 			t.Fatalf("accepted two Idempotency-Key headers")
@@ -216,7 +148,7 @@ func FuzzPlaceOrder(f *testing.F) {
 		if cmd.TraceParent != "" {
 			req.Header.Set("traceparent", cmd.TraceParent)
 		}
-		again, err := placeCommand(routed(e, req))
+		again, err := placeCommand(httpapitest.Routed(e, req))
 		if err != nil || !reflect.DeepEqual(again, cmd) {
 			t.Fatalf("%q decoded as %+v; written back as %s it decodes as %+v, %v", body, cmd, canon, again, err)
 		}
@@ -276,11 +208,11 @@ func FuzzOrderPaths(f *testing.F) {
 			req.URL.RawQuery = query
 			return req
 		}
-		c := routed(e, request(http.MethodGet, ""))
+		c := httpapitest.Routed(e, request(http.MethodGet, ""))
 		if c.Path() != "/orders/:id" {
-			wantProblem(t, e, request(http.MethodGet, ""), nil)
+			httpapitest.WantProblem(t, e, request(http.MethodGet, ""), nil)
 		} else if q, err := parseOrderQuery(c); err != nil {
-			wantProblem(t, e, request(http.MethodGet, ""), err)
+			httpapitest.WantProblem(t, e, request(http.MethodGet, ""), err)
 		} else {
 			if !strings.EqualFold(q.id.String(), c.Param("id")) {
 				t.Fatalf("path id %q became %v", c.Param("id"), q.id)
@@ -303,14 +235,14 @@ func FuzzOrderPaths(f *testing.F) {
 			}
 		}
 		for _, r := range []struct{ method, suffix string }{{http.MethodGet, "/events"}, {http.MethodPost, "/cancel"}} {
-			c := routed(e, request(r.method, r.suffix))
+			c := httpapitest.Routed(e, request(r.method, r.suffix))
 			if c.Path() != "/orders/:id"+r.suffix {
-				wantProblem(t, e, request(r.method, r.suffix), nil)
+				httpapitest.WantProblem(t, e, request(r.method, r.suffix), nil)
 				continue
 			}
 			got, err := httpapi.ParseUUID("id", c.Param("id"))
 			if err != nil {
-				wantProblem(t, e, request(r.method, r.suffix), err)
+				httpapitest.WantProblem(t, e, request(r.method, r.suffix), err)
 			} else if !strings.EqualFold(got.String(), c.Param("id")) {
 				t.Fatalf("path id %q became %v", c.Param("id"), got)
 			}

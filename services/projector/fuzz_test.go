@@ -7,8 +7,6 @@ package projector
 // instead of being sent on.
 
 import (
-	"encoding/json"
-	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -22,67 +20,13 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/eventsaga/eventsaga/internal/httpapi"
+	"github.com/eventsaga/eventsaga/internal/httpapi/httpapitest"
 	"github.com/eventsaga/eventsaga/pkg/events/orders"
 )
 
 // fuzzAPI is the service's routes on a Service with no database.
 func fuzzAPI() *echo.Echo {
 	return (&Service{log: slog.New(slog.DiscardHandler)}).routes()
-}
-
-// routed is the context the handler of req gets from e: routed (so Param
-// is what the handler sees) and with the body limited as httpapi limits it.
-func routed(e *echo.Echo, req *http.Request) echo.Context {
-	rec := httptest.NewRecorder()
-	req.Body = http.MaxBytesReader(rec, req.Body, httpapi.MaxBodyBytes)
-	c := e.NewContext(req, rec)
-	e.Router().Find(req.Method, echo.GetPath(req), c)
-	return c
-}
-
-// wantProblem checks that the real route answers req with a 4xx and a
-// problem body: Content-Type application/problem+json and every field of
-// httpapi.Problem well-formed. decodeErr is the decoder's refusal of req,
-// which must be a problem of the same status; nil when req is routed to no
-// handler (a path the router does not match).
-func wantProblem(t *testing.T, e *echo.Echo, req *http.Request, decodeErr error) {
-	t.Helper()
-	var p *httpapi.Problem
-	if decodeErr != nil && (!errors.As(decodeErr, &p) || p.Status < 400 || p.Status > 499) {
-		t.Fatalf("%s %s refused with %v (%T), not a 4xx problem", req.Method, req.URL, decodeErr, decodeErr)
-	}
-	rec := httptest.NewRecorder()
-	e.ServeHTTP(rec, req)
-	if rec.Code < 400 || rec.Code > 499 || (p != nil && rec.Code != p.Status) {
-		t.Fatalf("%s %s: status %d (the decoder's problem: %v): %s", req.Method, req.URL, rec.Code, decodeErr, rec.Body)
-	}
-	if ct := rec.Header().Get(echo.HeaderContentType); ct != httpapi.ContentType {
-		t.Fatalf("%s %s: %d with Content-Type %q", req.Method, req.URL, rec.Code, ct)
-	}
-	var got struct {
-		httpapi.Problem
-		Errors []map[string]string `json:"errors"` // to see that field and message are there
-	}
-	dec := json.NewDecoder(rec.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&got); err != nil || dec.More() {
-		t.Fatalf("%s %s: %d with a body that is no problem: %v", req.Method, req.URL, rec.Code, err)
-	}
-	if !problemTypes[got.Type] || got.Title == "" || got.Status != rec.Code || got.Detail == "" || got.Errors != nil && len(got.Errors) == 0 {
-		t.Fatalf("%s %s: %d with problem %+v", req.Method, req.URL, rec.Code, got)
-	}
-	for _, fe := range got.Errors {
-		if _, ok := fe["field"]; !ok || fe["message"] == "" || len(fe) != 2 {
-			t.Fatalf("%s %s: problem %+v has a malformed field error", req.Method, req.URL, got)
-		}
-	}
-}
-
-// problemTypes are the types of the problems a request can cause.
-var problemTypes = map[string]bool{
-	"urn:eventsaga:problem:malformed-request": true, "urn:eventsaga:problem:validation": true,
-	"urn:eventsaga:problem:not-found": true, "urn:eventsaga:problem:conflict": true,
-	"urn:eventsaga:problem:too-large": true, "urn:eventsaga:problem:http": true,
 }
 
 // get is a GET of path (escaped already) with rawQuery as it came, however
@@ -143,11 +87,11 @@ func FuzzProjectorPaths(f *testing.F) {
 	e := fuzzAPI()
 	f.Fuzz(func(t *testing.T, oid, query string) {
 		path := "/orders/" + url.PathEscape(oid)
-		c := routed(e, get(path, query))
+		c := httpapitest.Routed(e, get(path, query))
 		if c.Path() != "/orders/:id" {
-			wantProblem(t, e, get(path, query), nil)
+			httpapitest.WantProblem(t, e, get(path, query), nil)
 		} else if got, min, err := parseOrderQuery(c); err != nil {
-			wantProblem(t, e, get(path, query), err)
+			httpapitest.WantProblem(t, e, get(path, query), err)
 		} else {
 			if !strings.EqualFold(got.String(), c.Param("id")) {
 				t.Fatalf("path id %q became %v", c.Param("id"), got)
@@ -160,11 +104,11 @@ func FuzzProjectorPaths(f *testing.F) {
 		}
 
 		path = "/customers/" + url.PathEscape(oid)
-		c = routed(e, get(path, query))
+		c = httpapitest.Routed(e, get(path, query))
 		if c.Path() != "/customers/:id" {
-			wantProblem(t, e, get(path, query), nil)
+			httpapitest.WantProblem(t, e, get(path, query), nil)
 		} else if got, err := httpapi.ParseUUID("id", c.Param("id")); err != nil {
-			wantProblem(t, e, get(path, query), err)
+			httpapitest.WantProblem(t, e, get(path, query), err)
 		} else if !strings.EqualFold(got.String(), c.Param("id")) {
 			t.Fatalf("path id %q became %v", c.Param("id"), got)
 		}
@@ -189,10 +133,10 @@ func FuzzListOrders(f *testing.F) {
 	}
 	e := fuzzAPI()
 	f.Fuzz(func(t *testing.T, query string) {
-		c := routed(e, get("/orders", query))
+		c := httpapitest.Routed(e, get("/orders", query))
 		filter, err := parseListQuery(c)
 		if err != nil {
-			wantProblem(t, e, get("/orders", query), err)
+			httpapitest.WantProblem(t, e, get("/orders", query), err)
 			return
 		}
 		wantUUIDParam(t, c, "customer_id", filter.CustomerID)
@@ -213,7 +157,7 @@ func FuzzListOrders(f *testing.F) {
 		if filter.Status != "" {
 			canon.Set("status", filter.Status)
 		}
-		if again, err := parseListQuery(routed(e, get("/orders", canon.Encode()))); err != nil || again != filter {
+		if again, err := parseListQuery(httpapitest.Routed(e, get("/orders", canon.Encode()))); err != nil || again != filter {
 			t.Fatalf("%q parsed as %+v; written back as %q it parses as %+v, %v", query, filter, canon.Encode(), again, err)
 		}
 	})
@@ -237,10 +181,10 @@ func FuzzStuckSagas(f *testing.F) {
 	}
 	e := fuzzAPI()
 	f.Fuzz(func(t *testing.T, query string) {
-		c := routed(e, get("/sagas/stuck", query))
+		c := httpapitest.Routed(e, get("/sagas/stuck", query))
 		olderThan, filter, err := parseStuckQuery(c)
 		if err != nil {
-			wantProblem(t, e, get("/sagas/stuck", query), err)
+			httpapitest.WantProblem(t, e, get("/sagas/stuck", query), err)
 			return
 		}
 		q := c.QueryParam("older_than")
@@ -257,7 +201,7 @@ func FuzzStuckSagas(f *testing.F) {
 		if filter.After != uuid.Nil {
 			canon.Set("after", filter.After.String())
 		}
-		if d, again, err := parseStuckQuery(routed(e, get("/sagas/stuck", canon.Encode()))); err != nil || d != olderThan || again != filter {
+		if d, again, err := parseStuckQuery(httpapitest.Routed(e, get("/sagas/stuck", canon.Encode()))); err != nil || d != olderThan || again != filter {
 			t.Fatalf("%q parsed as %v, %+v; written back as %q it parses as %v, %+v, %v", query, olderThan, filter, canon.Encode(), d, again, err)
 		}
 	})
