@@ -31,6 +31,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/labstack/echo/v4"
 
+	"github.com/eventsaga/eventsaga/internal/logctx"
 	"github.com/eventsaga/eventsaga/pkg/events"
 )
 
@@ -105,14 +106,20 @@ const RequestTimeout = 5 * time.Second
 
 // New returns an echo instance with the conventions of this package: every
 // error a problem detail, bodies limited to MaxBodyBytes, panics recovered,
-// and each request's context ending after RequestTimeout.
+// each request's context ending after RequestTimeout, carrying the request's
+// trace and correlation IDs for its log lines, and one access-log line per
+// request (accesslog.go).
 func New(log *slog.Logger) *echo.Echo { return newEcho(log, RequestTimeout) }
 
 func newEcho(log *slog.Logger, timeout time.Duration) *echo.Echo {
+	// The lines logged with a request's context carry its trace_id and
+	// correlation_id (see accessLog), whatever handler log was built on.
+	log = slog.New(logctx.NewHandler(log.Handler()))
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(log, timeout)
-	e.Use(limitBody, recoverPanic(log), deadline(timeout))
+	e.Pre(accessLog(log, routeSet(e)))
+	e.Use(limitBody, correlate, recoverPanic(log), deadline(timeout))
 	return e
 }
 
@@ -149,7 +156,7 @@ func recoverPanic(log *slog.Logger) echo.MiddlewareFunc {
 		return func(c echo.Context) (err error) {
 			defer func() {
 				if r := recover(); r != nil {
-					log.Error("handler panicked", "method", c.Request().Method, "path", c.Request().URL.Path, "panic", r)
+					log.ErrorContext(c.Request().Context(), "handler panicked", "method", c.Request().Method, "path", c.Request().URL.Path, "panic", r)
 					err = fmt.Errorf("panic: %v", r)
 				}
 			}()
@@ -176,26 +183,26 @@ func errorHandler(log *slog.Logger, timeout time.Duration) echo.HTTPErrorHandler
 		case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) || pgconn.Timeout(err):
 			// Not the client's fault, and perhaps over in a moment. A
 			// command may have been written all the same (see docs/api.md).
-			log.Warn("request timed out", "method", c.Request().Method, "path", c.Request().URL.Path, "timeout", timeout, "err", err)
+			log.WarnContext(ctx, "request timed out", "method", c.Request().Method, "path", c.Request().URL.Path, "timeout", timeout, "err", err)
 			detail := fmt.Sprintf("the service's database did not answer within %v", timeout)
 			if m := c.Request().Method; m != http.MethodGet && m != http.MethodHead {
 				detail += "; the request may or may not have taken effect"
 			}
 			p = Unavailable(detail)
 		case errors.As(err, &connect):
-			log.Warn("database unavailable", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
+			log.WarnContext(ctx, "database unavailable", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
 			p = Unavailable("the service's database is unavailable")
 		case connectionLost(err):
 			// As with a timeout, a COMMIT may have been applied with its
 			// answer lost: the client must not read this as "not done".
-			log.Warn("database connection lost", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
+			log.WarnContext(ctx, "database connection lost", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
 			detail := "the connection to the service's database was lost"
 			if m := c.Request().Method; m != http.MethodGet && m != http.MethodHead {
 				detail += "; the request may or may not have taken effect"
 			}
 			p = Unavailable(detail)
 		default:
-			log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
+			log.ErrorContext(ctx, "request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
 			p = problem(http.StatusInternalServerError, "internal", "Internal error", "the service failed to handle the request; it was logged")
 		}
 		c.Response().Header().Set(echo.HeaderContentType, ContentType)

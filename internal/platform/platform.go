@@ -70,6 +70,10 @@ type Config struct {
 	// redelivery of their events would be applied again. Zero means
 	// DefaultInboxRetention.
 	InboxRetention time.Duration
+	// Logging is LOG_FORMAT and LOG_LEVEL (see Logger, which a service's
+	// main builds its logger with before the rest is read; Load checks
+	// them again so that a Config holds what the service logs with).
+	Logging Logging
 	// Metrics is the registry the service's metrics go to, served at GET
 	// /metrics; nil gives the service a new one (NewRegistry). Not read
 	// from the environment. A registry serves one service.
@@ -115,6 +119,9 @@ func Load(getenv func(string) string, d Defaults) (Config, error) {
 		}
 	}
 	var err error
+	if cfg.Logging, err = LoadLogging(getenv); err != nil {
+		return cfg, err
+	}
 	if cfg.ShutdownTimeout, err = time.ParseDuration(get("SHUTDOWN_TIMEOUT", "10s")); err != nil {
 		return cfg, fmt.Errorf("SHUTDOWN_TIMEOUT: %w", err)
 	}

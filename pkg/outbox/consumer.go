@@ -11,11 +11,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/eventsaga/eventsaga/internal/logctx"
 	"github.com/eventsaga/eventsaga/pkg/events"
 )
 
@@ -119,7 +121,10 @@ type ConsumerConfig struct {
 	// itself (a projection that records each aggregate's last applied
 	// version), where the inbox would only cost a write per event.
 	NoInbox bool
-	// Logger receives the consumer's and its Kafka client's logs.
+	// Logger receives the consumer's and its Kafka client's logs. The
+	// context a Handler or BatchHandler is given carries the event's
+	// trace_id and correlation_id for the lines logged with it (package
+	// internal/logctx; a logger of platform.NewLogger adds them).
 	Logger *slog.Logger
 	// DLQTopic receives records that cannot be applied; "dlq.<Group>" if
 	// empty. It is created when missing.
@@ -286,7 +291,9 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	log := cfg.Logger.With("component", "consumer", "group", cfg.Group)
+	// Its lines about a record carry the record's trace_id and
+	// correlation_id (recordLogContext), whatever handler Logger has.
+	log := slog.New(logctx.NewHandler(cfg.Logger.Handler())).With("component", "consumer", "group", cfg.Group)
 	c := &Consumer{cfg: cfg, log: log, pool: cfg.Pool}
 	opts := append([]kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
@@ -523,7 +530,7 @@ func (c *Consumer) applyPoll(ctx context.Context, parts [][]*kgo.Record) []*kgo.
 			}
 			continue
 		} else if ctx.Err() == nil {
-			c.log.Debug("chunk failed as one batch; applying its partitions apart", "records", n, "err", err)
+			c.log.DebugContext(recordLogContext(ctx, chunk[0], nil), "chunk failed as one batch; applying its partitions apart", "records", n, "err", err)
 		}
 		if ctx.Err() != nil {
 			break
@@ -605,7 +612,7 @@ func (c *Consumer) applyPartition(ctx context.Context, recs []*kgo.Record) (last
 			return last
 		}
 		if n > 1 {
-			c.log.Debug("batch failed; applying its records one by one", "records", n, "err", err)
+			c.log.DebugContext(recordLogContext(ctx, chunk[0], nil), "batch failed; applying its records one by one", "records", n, "err", err)
 		}
 		for _, rec := range chunk {
 			if !c.applyWithRetries(ctx, rec) {
@@ -673,14 +680,14 @@ func (c *Consumer) applyBatch(ctx context.Context, recs []*kgo.Record) error {
 			if len(ds) == 0 {
 				return nil
 			}
-			if err := c.cfg.BatchHandler(txCtx, tx, ds); err != nil {
+			if err := c.cfg.BatchHandler(batchLogContext(txCtx, ds), tx, ds); err != nil {
 				first := ds[0].Record
 				return fmt.Errorf("%d events from %s/%d@%d: %w", len(ds), first.Topic, first.Partition, first.Offset, err)
 			}
 			return nil
 		}
 		for _, d := range ds {
-			if err := c.cfg.Handler(txCtx, tx, d); err != nil {
+			if err := c.cfg.Handler(recordLogContext(txCtx, d.Record, &d.Envelope), tx, d); err != nil {
 				return fmt.Errorf("%s %s (%s/%d@%d): %w", d.Envelope.EventType, d.Envelope.EventID, d.Record.Topic, d.Record.Partition, d.Record.Offset, err)
 			}
 		}
@@ -699,7 +706,7 @@ func (c *Consumer) applyBatch(ctx context.Context, recs []*kgo.Record) error {
 			c.cfg.AfterCommit(ds)
 		}
 		if len(replays) > 0 {
-			c.logReplays(recs, envs, ds)
+			c.logReplays(ctx, recs, envs, ds)
 		}
 	}
 	return err
@@ -739,10 +746,10 @@ const pingTimeout = 2 * time.Second
 
 // holding says that the database keeps recs from being applied, so their
 // partition waits.
-func (c *Consumer) holding(recs []*kgo.Record, err error) {
+func (c *Consumer) holding(ctx context.Context, recs []*kgo.Record, err error) {
 	c.held.Store(true)
 	first := recs[0]
-	c.log.Warn("database unavailable; holding the partition",
+	c.log.WarnContext(recordLogContext(ctx, recs[0], nil), "database unavailable; holding the partition",
 		"topic", first.Topic, "partition", first.Partition, "offset", first.Offset, "records", len(recs), "err", err)
 }
 
@@ -753,7 +760,7 @@ func (c *Consumer) replayed(rec *kgo.Record) bool {
 
 // logReplays tells the operator who replayed dead letters what became of
 // them: nothing else shows that a replay was skipped.
-func (c *Consumer) logReplays(recs []*kgo.Record, envs []events.Envelope, applied []Delivery) {
+func (c *Consumer) logReplays(ctx context.Context, recs []*kgo.Record, envs []events.Envelope, applied []Delivery) {
 	done := make(map[*kgo.Record]bool, len(applied))
 	for _, d := range applied {
 		done[d.Record] = true
@@ -763,10 +770,11 @@ func (c *Consumer) logReplays(recs []*kgo.Record, envs []events.Envelope, applie
 			continue
 		}
 		attrs := []any{"event_id", envs[i].EventID, "event_type", envs[i].EventType, "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset}
+		lctx := recordLogContext(ctx, rec, &envs[i])
 		if done[rec] {
-			c.log.Info("replayed dead letter applied", attrs...)
+			c.log.InfoContext(lctx, "replayed dead letter applied", attrs...)
 		} else {
-			c.log.Info("replayed dead letter skipped: the group has applied its event already", attrs...)
+			c.log.InfoContext(lctx, "replayed dead letter skipped: the group has applied its event already", attrs...)
 		}
 	}
 }
@@ -821,12 +829,12 @@ func (c *Consumer) applyBatchRetrying(ctx context.Context, recs []*kgo.Record) e
 		case len(recs) > 1 && try < maxBatchRetries && c.transient(err):
 			try++
 			c.retries.Add(1)
-			c.log.Debug("batch lost a race; trying it again", "records", len(recs), "err", err)
+			c.log.DebugContext(recordLogContext(ctx, recs[0], nil), "batch lost a race; trying it again", "records", len(recs), "err", err)
 			if !sleep(ctx, c.cfg.RetryBackoff/2+rand.N(c.cfg.RetryBackoff)) {
 				return ctx.Err()
 			}
 		case len(recs) > 1 && c.unavailable(ctx, err):
-			c.holding(recs, err)
+			c.holding(ctx, recs, err)
 			c.retries.Add(1)
 			if !sleep(ctx, backoff) {
 				return ctx.Err()
@@ -865,7 +873,7 @@ func (c *Consumer) applyWithRetries(ctx context.Context, rec *kgo.Record) bool {
 			// failure that keeps coming back is counted like any other.
 			transients++
 			c.retries.Add(1)
-			c.log.Debug("transient failure; retrying", "err", err)
+			c.log.DebugContext(recordLogContext(ctx, rec, nil), "transient failure; retrying", "err", err)
 			attempt--
 			if !sleep(ctx, c.cfg.RetryBackoff/2+rand.N(c.cfg.RetryBackoff)) {
 				return false
@@ -875,12 +883,12 @@ func (c *Consumer) applyWithRetries(ctx context.Context, rec *kgo.Record) bool {
 			// The database is down or stalled: no fault of the record, so
 			// the attempt does not count. Hold the partition until it is
 			// back, or until a rebalance wants it.
-			c.holding([]*kgo.Record{rec}, err)
+			c.holding(ctx, []*kgo.Record{rec}, err)
 			attempt--
 		case attempt >= c.cfg.MaxAttempts:
 			return c.deadLetter(ctx, rec, err)
 		default:
-			c.log.Info("apply failed; retrying", "attempt", attempt, "err", err)
+			c.log.InfoContext(recordLogContext(ctx, rec, nil), "apply failed; retrying", "attempt", attempt, "err", err)
 		}
 		c.retries.Add(1)
 		if !sleep(ctx, backoff) {
@@ -916,7 +924,8 @@ WHERE inbox.dead_letter IS NOT NULL`
 // deadLetter publishes rec, with the reason, to the dead-letter topic and
 // waits for Kafka's acknowledgment. It returns false only if ctx ended first.
 func (c *Consumer) deadLetter(ctx context.Context, rec *kgo.Record, cause error) bool {
-	c.log.Error("dead-lettering record", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", cause)
+	lctx := recordLogContext(ctx, rec, nil)
+	c.log.ErrorContext(lctx, "dead-lettering record", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", cause)
 	headers := append(append([]kgo.RecordHeader(nil), rec.Headers...),
 		kgo.RecordHeader{Key: HeaderError, Value: []byte(cause.Error())},
 		kgo.RecordHeader{Key: HeaderDLQSource, Value: []byte(locationOf(rec).String())},
@@ -932,7 +941,7 @@ func (c *Consumer) deadLetter(ctx context.Context, rec *kgo.Record, cause error)
 		if ctx.Err() != nil {
 			return false
 		}
-		c.log.Warn("dead-letter publish failed; retrying", "err", err)
+		c.log.WarnContext(lctx, "dead-letter publish failed; retrying", "err", err)
 		if !sleep(ctx, backoff) {
 			return false
 		}
@@ -946,7 +955,7 @@ func (c *Consumer) deadLetter(ctx context.Context, rec *kgo.Record, cause error)
 		ctx, cancel := c.txContext(ctx)
 		defer cancel()
 		if _, err := c.pool.Exec(ctx, markDeadLetter, c.cfg.Group, env.EventID, locationOf(dl).String()); err != nil {
-			c.log.Warn("could not record the dead letter in the inbox", "err", err)
+			c.log.WarnContext(lctx, "could not record the dead letter in the inbox", "err", err)
 		}
 	}
 	return true
@@ -961,4 +970,35 @@ func (c *Consumer) ensureTopics(ctx context.Context) error {
 		return fmt.Errorf("consumer %s: %w", c.cfg.Group, err)
 	}
 	return nil
+}
+
+// recordLogContext returns ctx carrying, for the lines logged with it
+// (package logctx), the trace ID of rec's traceparent header and the
+// correlation ID of its envelope: env, or parsed from rec when env is nil
+// (only on paths that log, which are failures'). A handler logging with the
+// context it is given gets them on its lines.
+func recordLogContext(ctx context.Context, rec *kgo.Record, env *events.Envelope, attrs ...slog.Attr) context.Context {
+	if env == nil {
+		if e, err := events.ParseEnvelope(rec.Value); err == nil {
+			env = &e
+		}
+	}
+	var correlation string
+	if env != nil && env.CorrelationID != uuid.Nil {
+		correlation = env.CorrelationID.String()
+	}
+	return logctx.With(ctx, logctx.TraceIDFromParent(header(rec, events.HeaderTraceParent)), correlation, attrs...)
+}
+
+// batchLogContext is recordLogContext for a BatchHandler: a batch may hold
+// the events of many sagas, and the handler's lines carry the IDs of its
+// first event and, with more than one, how many it holds (batch_records).
+// The consumer's own lines about a batch carry its first record's IDs and
+// say how many records it holds themselves.
+func batchLogContext(ctx context.Context, ds []Delivery) context.Context {
+	var attrs []slog.Attr
+	if len(ds) > 1 {
+		attrs = []slog.Attr{slog.Int("batch_records", len(ds))}
+	}
+	return recordLogContext(ctx, ds[0].Record, &ds[0].Envelope, attrs...)
 }

@@ -55,6 +55,7 @@ func (s *Service) postOrder(c echo.Context) error {
 	if err != nil {
 		return problem(err)
 	}
+	httpapi.SetCorrelationID(c, placed.OrderID.String()) // the saga's correlation_id, in the access log
 	return c.JSON(http.StatusCreated, placed)
 }
 

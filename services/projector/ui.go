@@ -182,11 +182,11 @@ func (u *uiServer) fail(c echo.Context, err error) error {
 	}
 	var connect *pgconn.ConnectError
 	if errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err) || errors.As(err, &connect) {
-		u.s.log.Warn("saga view: the database did not answer", "path", c.Request().URL.Path, "err", err)
+		u.s.log.WarnContext(c.Request().Context(), "saga view: the database did not answer", "path", c.Request().URL.Path, "err", err)
 		return u.page(c, http.StatusServiceUnavailable, "error.html", messagePage{Title: http.StatusText(http.StatusServiceUnavailable),
 			Message: "The read model's database did not answer in time. Try again in a moment."})
 	}
-	u.s.log.Error("saga view: request failed", "path", c.Request().URL.Path, "err", err)
+	u.s.log.ErrorContext(c.Request().Context(), "saga view: request failed", "path", c.Request().URL.Path, "err", err)
 	status := http.StatusInternalServerError
 	return u.page(c, status, "error.html", messagePage{Title: http.StatusText(status), Message: "The saga view failed to read the read model; the error was logged."})
 }

@@ -196,7 +196,7 @@ func (u *uiServer) streamFeed(c echo.Context) error {
 	// and the subscription is in it, and what comes after, in the feed.
 	if msg, err := u.feedUpdate(ctx, q, nil); err != nil {
 		if ctx.Err() == nil {
-			s.log.Warn("saga view: live update failed", "err", err)
+			s.log.WarnContext(ctx, "saga view: live update failed", "err", err)
 		}
 	} else if msg != nil {
 		if err := send(msg); err != nil {
@@ -236,7 +236,7 @@ func (u *uiServer) streamFeed(c echo.Context) error {
 		clear(pending)
 		if err != nil {
 			if ctx.Err() == nil {
-				s.log.Warn("saga view: live update failed", "err", err)
+				s.log.WarnContext(ctx, "saga view: live update failed", "err", err)
 			}
 			continue
 		}

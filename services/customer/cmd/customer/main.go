@@ -11,12 +11,17 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/eventsaga/eventsaga/internal/platform"
 	"github.com/eventsaga/eventsaga/services/customer"
 )
 
 func main() {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("service", "customer")
-	if err := run(log); err != nil {
+	log, err := platform.Logger(os.Getenv, os.Stderr) // LOG_FORMAT, LOG_LEVEL
+	log = log.With("service", "customer")
+	if err == nil {
+		err = run(log)
+	}
+	if err != nil {
 		log.Error("customer service failed", "err", err)
 		os.Exit(1)
 	}
