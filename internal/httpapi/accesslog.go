@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventsaga/eventsaga/internal/logctx"
 )
@@ -18,8 +19,10 @@ import (
 // request's context the request's trace ID, and logs one line per request
 // once it is answered.
 //
-// The trace ID is that of the request's W3C traceparent header, or, when it
-// has none (or a malformed one), a random one made for the request: every
+// The trace ID is that of the request's span (traced, the middleware around
+// this one): the server span's with tracing on, else the one of the
+// request's W3C traceparent header; when it has none (or a malformed one),
+// a random one made for the request: every
 // line logged with the request's context (logger.InfoContext(c.Request().
 // Context(), ...)) carries it as trace_id, so that a request's lines can be
 // found together. A made-up trace ID is only in the logs; the events the
@@ -33,7 +36,10 @@ func accessLog(log *slog.Logger, routes *knownRoutes) echo.MiddlewareFunc {
 		return func(c echo.Context) error {
 			start := time.Now()
 			r := c.Request()
-			traceID := logctx.TraceIDFromParent(r.Header.Get("traceparent"))
+			var traceID string
+			if sc := trace.SpanContextFromContext(r.Context()); sc.IsValid() {
+				traceID = sc.TraceID().String() // the server span's, or the client's traceparent (traced)
+			}
 			if traceID == "" {
 				traceID = logctx.NewTraceID()
 			}

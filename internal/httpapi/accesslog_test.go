@@ -66,7 +66,7 @@ func newLoggedEcho(t *testing.T, level slog.Level) (*echo.Echo, *syncBuffer) {
 	// As platform.NewLogger builds it: lines logged with a context carry
 	// its IDs.
 	log := slog.New(logctx.NewHandler(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: level})))
-	e := New(log)
+	e := New(log, nil)
 	e.GET("/things/:id", func(c echo.Context) error {
 		log.InfoContext(c.Request().Context(), "handling a thing", "id", c.Param("id"))
 		return c.JSON(http.StatusOK, map[string]string{"id": c.Param("id")})
@@ -144,13 +144,14 @@ func TestAccessLogCarriesTheRequestsTraceID(t *testing.T) {
 	}
 }
 
-// A request without a traceparent (or with a malformed one) gets a trace ID
+// A request without a traceparent (or with a malformed one: version ff is
+// invalid in W3C Trace Context, the zero trace ID too) gets a trace ID
 // of its own, the same on all its lines, and another than the next
 // request's.
 func TestAccessLogMakesUpATraceID(t *testing.T) {
 	e, buf := newLoggedEcho(t, slog.LevelInfo)
 	seen := map[string]bool{}
-	for _, tp := range []string{"", "01-" + testTraceID + "-00f067aa0ba902b7-01", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"} {
+	for _, tp := range []string{"", "ff-" + testTraceID + "-00f067aa0ba902b7-01", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"} {
 		buf.reset()
 		serveOne(e, "GET", "/things/8", tp)
 		lines := buf.lines(t)

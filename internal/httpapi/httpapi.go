@@ -30,8 +30,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/labstack/echo/v4"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventsaga/eventsaga/internal/logctx"
+	"github.com/eventsaga/eventsaga/internal/tracing"
 	"github.com/eventsaga/eventsaga/pkg/events"
 )
 
@@ -108,17 +110,20 @@ const RequestTimeout = 5 * time.Second
 // error a problem detail, bodies limited to MaxBodyBytes, panics recovered,
 // each request's context ending after RequestTimeout, carrying the request's
 // trace and correlation IDs for its log lines, and one access-log line per
-// request (accesslog.go).
-func New(log *slog.Logger) *echo.Echo { return newEcho(log, RequestTimeout) }
+// request (accesslog.go); with tp not nil, a server span per request
+// (tracing.go).
+func New(log *slog.Logger, tp trace.TracerProvider) *echo.Echo {
+	return newEcho(log, RequestTimeout, tp)
+}
 
-func newEcho(log *slog.Logger, timeout time.Duration) *echo.Echo {
+func newEcho(log *slog.Logger, timeout time.Duration, tp trace.TracerProvider) *echo.Echo {
 	// The lines logged with a request's context carry its trace_id and
 	// correlation_id (see accessLog), whatever handler log was built on.
 	log = slog.New(logctx.NewHandler(log.Handler()))
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(log, timeout)
-	e.Pre(accessLog(log, routeSet(e)))
+	e.Pre(traced(tp), accessLog(log, routeSet(e)))
 	e.Use(limitBody, correlate, recoverPanic(log), deadline(timeout))
 	return e
 }
@@ -329,9 +334,13 @@ func truncate(s string, n int) string {
 // traceParent matches a W3C traceparent header of version 00.
 var traceParent = regexp.MustCompile(`^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`)
 
-// TraceParent returns the request's W3C traceparent header, or "" when it
-// has none or a malformed one, to carry on the events the request causes.
+// TraceParent returns the traceparent to carry on the events the request
+// causes: its server span's with tracing on, else the request's W3C
+// traceparent header, or "" when it has none or a malformed one.
 func TraceParent(c echo.Context) string {
+	if tp := tracing.TraceParent(c.Request().Context()); tp != "" {
+		return tp
+	}
 	if h := c.Request().Header.Get("traceparent"); traceParent.MatchString(h) {
 		return h
 	}

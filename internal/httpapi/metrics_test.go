@@ -22,7 +22,7 @@ import (
 // serves the registry.
 func TestInstrumentCountsByRouteAndStatus(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
-	e := New(log)
+	e := New(log, nil)
 	e.GET("/things/:id", func(c echo.Context) error {
 		if c.Param("id") == "missing" {
 			return NotFound("no such thing")
@@ -109,7 +109,7 @@ func TestInstrumentCountsByRouteAndStatus(t *testing.T) {
 // A request whose client went away before anything was answered is 499.
 func TestInstrumentCountsAbandonedRequests(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
-	e := New(log)
+	e := New(log, nil)
 	e.GET("/slow", func(c echo.Context) error {
 		<-c.Request().Context().Done()
 		return c.Request().Context().Err()

@@ -92,7 +92,7 @@ func TestServeCutsOffSlowHeaders(t *testing.T) {
 // COMMIT may then have been applied: the problem says so).
 func TestRequestTimeoutAnswers503(t *testing.T) {
 	const timeout = 200 * time.Millisecond
-	e := newEcho(slog.New(slog.DiscardHandler), timeout)
+	e := newEcho(slog.New(slog.DiscardHandler), timeout, nil)
 	e.POST("/stalled", func(c echo.Context) error {
 		<-c.Request().Context().Done() // as a query on a stalled database
 		return fmt.Errorf("place order: commit: %w", c.Request().Context().Err())

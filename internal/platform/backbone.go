@@ -58,7 +58,7 @@ type Backbone struct {
 // parts; Serve runs them.
 func NewBackbone(ctx context.Context, cfg BackboneConfig) (*Backbone, error) {
 	ms := append([]pgmigrate.Migration{eventstore.Migration(), outbox.Migration()}, cfg.Migrations...)
-	pool, err := OpenDB(ctx, cfg.DatabaseURL, ms...)
+	pool, err := OpenDB(ctx, cfg.DatabaseURL, cfg.TracerProvider, ms...)
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
@@ -81,12 +81,12 @@ func (b *Backbone) build(cfg BackboneConfig) error {
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
-	if b.Relay, err = outbox.NewRelay(outbox.RelayConfig{Pool: b.Pool, Brokers: cfg.KafkaBrokers, Logger: cfg.Logger, Metrics: om}); err != nil {
+	if b.Relay, err = outbox.NewRelay(outbox.RelayConfig{Pool: b.Pool, Brokers: cfg.KafkaBrokers, Logger: cfg.Logger, Metrics: om, TracerProvider: cfg.TracerProvider}); err != nil {
 		return err
 	}
 	b.Notifier = outbox.NewNotifier(b.Pool, "", cfg.Logger)
 	b.Notifier.SetLocalRelay(b.Relay)
-	if b.Store, err = eventstore.New(eventstore.Config{Pool: b.Pool, Registry: cfg.Registry, Notifier: b.Notifier, SnapshotEvery: cfg.SnapshotEvery}); err != nil {
+	if b.Store, err = eventstore.New(eventstore.Config{Pool: b.Pool, Registry: cfg.Registry, Notifier: b.Notifier, SnapshotEvery: cfg.SnapshotEvery, TracerProvider: cfg.TracerProvider}); err != nil {
 		return err
 	}
 	b.Consumer, err = outbox.NewConsumer(outbox.ConsumerConfig{
@@ -100,9 +100,10 @@ func (b *Backbone) build(cfg BackboneConfig) error {
 		AcrossPartitions: true,
 		// A lost optimistic race is retried, never dead-lettered: a dead
 		// letter would leave its saga unfinished.
-		Transient:   func(err error) bool { return errors.Is(err, eventstore.ErrConflict) },
-		AfterCommit: func([]outbox.Delivery) { b.Notifier.Notify() },
-		Metrics:     om,
+		Transient:      func(err error) bool { return errors.Is(err, eventstore.ErrConflict) },
+		AfterCommit:    func([]outbox.Delivery) { b.Notifier.Notify() },
+		Metrics:        om,
+		TracerProvider: cfg.TracerProvider,
 	})
 	if err != nil {
 		return err

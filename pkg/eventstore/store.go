@@ -22,8 +22,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventsaga/eventsaga/internal/pgmigrate"
+	"github.com/eventsaga/eventsaga/internal/tracing"
 	"github.com/eventsaga/eventsaga/pkg/events"
 	"github.com/eventsaga/eventsaga/pkg/outbox"
 )
@@ -80,6 +82,10 @@ type Config struct {
 	// database before its callers get an error; DefaultCommitTimeout if
 	// zero.
 	CommitTimeout time.Duration
+	// TracerProvider, if not nil, traces the groups of commits: a unit
+	// committed alone is sent within its caller's span; a group that
+	// carries many has a span of its own linked to theirs.
+	TracerProvider trace.TracerProvider
 }
 
 // Store is the event store of one service database.
@@ -91,6 +97,7 @@ type Store struct {
 	now           func() time.Time
 	commitTimeout time.Duration
 	group         groupCommit
+	tracer        trace.Tracer // nil with tracing off
 }
 
 // New returns a store; the schema must have been migrated.
@@ -107,7 +114,11 @@ func New(cfg Config) (*Store, error) {
 	if cfg.CommitTimeout <= 0 {
 		cfg.CommitTimeout = DefaultCommitTimeout
 	}
-	return &Store{pool: cfg.Pool, reg: cfg.Registry, notifier: cfg.Notifier, snapshotEvery: int64(cfg.SnapshotEvery), now: cfg.Now, commitTimeout: cfg.CommitTimeout}, nil
+	s := &Store{pool: cfg.Pool, reg: cfg.Registry, notifier: cfg.Notifier, snapshotEvery: int64(cfg.SnapshotEvery), now: cfg.Now, commitTimeout: cfg.CommitTimeout}
+	if cfg.TracerProvider != nil {
+		s.tracer = tracing.Tracer(cfg.TracerProvider)
+	}
+	return s, nil
 }
 
 // Registry is the store's event registry.

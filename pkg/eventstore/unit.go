@@ -10,6 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventsaga/eventsaga/pkg/events"
 	"github.com/eventsaga/eventsaga/pkg/outbox"
@@ -134,7 +136,7 @@ func (u *UnitOfWork) Send(ctx context.Context, tx pgx.Tx) error {
 // context.Canceled). A group gives up after the store's CommitTimeout
 // however long its callers would wait.
 func (s *Store) Commit(ctx context.Context, u *UnitOfWork) error {
-	req := &commitRequest{u: u, done: make(chan error, 1)}
+	req := &commitRequest{u: u, done: make(chan error, 1), caller: trace.SpanFromContext(ctx)}
 	g := &s.group
 	g.mu.Lock()
 	g.queue = append(g.queue, req)
@@ -189,6 +191,8 @@ type commitRequest struct {
 	u     *UnitOfWork
 	state atomic.Int32
 	done  chan error
+	// caller is the span of the caller, with tracing on.
+	caller trace.Span
 }
 
 // The states of a commitRequest. The caller and the group each move it out
@@ -239,6 +243,11 @@ func (s *Store) drainCommits(ctx context.Context) {
 // commitGroup sends a group as one transaction, or its units one by one if
 // that fails for a reason other than the database not answering in time.
 func (s *Store) commitGroup(ctx context.Context, group []*commitRequest) {
+	if s.tracer != nil {
+		var span trace.Span
+		ctx, span = s.traceGroup(ctx, group)
+		defer span.End()
+	}
 	if len(group) == 1 {
 		group[0].finish(s.sendWithin(ctx, group[0].u))
 		return
@@ -297,4 +306,22 @@ func Retry(ctx context.Context, attempts int, fn func(ctx context.Context) error
 		}
 	}
 	return err
+}
+
+// traceGroup returns the context to send group in: its one caller's span,
+// or a span of the group's own, in a trace of its own linked to every
+// caller's. ctx is the first caller's (drainCommits), whose span must not
+// get the statements of the others.
+func (s *Store) traceGroup(ctx context.Context, group []*commitRequest) (context.Context, trace.Span) {
+	if len(group) == 1 {
+		return trace.ContextWithSpan(ctx, group[0].caller), trace.SpanFromContext(context.Background()) // a no-op span: the caller's is not ours to end
+	}
+	links := make([]trace.Link, 0, len(group))
+	for _, r := range group {
+		if sc := r.caller.SpanContext(); sc.IsValid() {
+			links = append(links, trace.Link{SpanContext: sc})
+		}
+	}
+	return s.tracer.Start(ctx, "commit group", trace.WithNewRoot(), trace.WithLinks(links...),
+		trace.WithAttributes(attribute.Int("eventsaga.units", len(group))))
 }

@@ -16,8 +16,10 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventsaga/eventsaga/internal/logctx"
+	"github.com/eventsaga/eventsaga/internal/tracing"
 	"github.com/eventsaga/eventsaga/pkg/events"
 )
 
@@ -25,6 +27,18 @@ import (
 type Delivery struct {
 	Envelope events.Envelope
 	Record   *kgo.Record
+	// traceParent is the span applying the record, with tracing on.
+	traceParent string
+}
+
+// TraceParent is the W3C traceparent to carry on the events a decision on
+// d appends: with tracing on, that of the span applying d (tracing.go);
+// else the record's own.
+func (d Delivery) TraceParent() string {
+	if d.traceParent != "" {
+		return d.traceParent
+	}
+	return d.Header(events.HeaderTraceParent)
 }
 
 // Header returns the value of the record's header key, or "".
@@ -174,6 +188,8 @@ type ConsumerConfig struct {
 	InstanceID string
 	// ClientOpts are added to the Kafka client's options.
 	ClientOpts []kgo.Opt
+	// TracerProvider, if not nil, traces the records applied (tracing.go).
+	TracerProvider trace.TracerProvider
 	// Metrics, if not nil, receives the consumer's metrics (see Metrics)
 	// while it runs.
 	Metrics *Metrics
@@ -261,6 +277,8 @@ type Consumer struct {
 	cl   *kgo.Client
 	dlq  *kgo.Client // a producer of its own, so that a shutdown can abandon a dead letter Kafka does not answer for
 	pool *pgxpool.Pool
+	// tracer is nil with tracing off.
+	tracer trace.Tracer
 
 	applied, duplicates, deadLettered atomic.Int64
 	consuming                         atomic.Bool
@@ -325,6 +343,10 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 		kgo.RebalanceTimeout(10 * time.Second),
 	}, cfg.ClientOpts...)
 	opts = append(opts, cfg.Metrics.kafkaHooks("consumer")...)
+	opts = append(opts, kafkaTracing(cfg.TracerProvider, cfg.Group)...)
+	if cfg.TracerProvider != nil {
+		c.tracer = tracing.Tracer(cfg.TracerProvider)
+	}
 	if cfg.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
 	}
@@ -662,6 +684,12 @@ func (c *Consumer) applyBatch(ctx context.Context, recs []*kgo.Record) error {
 	hooks := &commitHooks{}
 	txCtx, cancel := c.txContext(context.WithValue(ctx, commitHooksKey{}, hooks))
 	defer cancel()
+	var batch trace.Span
+	var spans []trace.Span // of the records applied
+	var dctx []context.Context
+	if c.tracer != nil {
+		txCtx, batch = c.startBatchSpan(txCtx, recs)
+	}
 	err := pgx.BeginFunc(txCtx, c.pool, func(tx pgx.Tx) error {
 		fresh, err := c.claim(txCtx, tx, ids, replays)
 		if err != nil {
@@ -673,7 +701,13 @@ func (c *Consumer) applyBatch(ctx context.Context, recs []*kgo.Record) error {
 				continue // applied before, or twice in this batch
 			}
 			delete(fresh, ids[i])
-			ds = append(ds, Delivery{Envelope: envs[i], Record: rec})
+			d := Delivery{Envelope: envs[i], Record: rec}
+			if c.tracer != nil {
+				sctx, span := c.startRecordSpan(txCtx, batch, d)
+				d.traceParent = tracing.TraceParent(sctx)
+				spans, dctx = append(spans, span), append(dctx, sctx)
+			}
+			ds = append(ds, d)
 		}
 		applied, dups = int64(len(ds)), int64(len(recs)-len(ds))
 		if c.cfg.BatchHandler != nil {
@@ -686,15 +720,25 @@ func (c *Consumer) applyBatch(ctx context.Context, recs []*kgo.Record) error {
 			}
 			return nil
 		}
-		for _, d := range ds {
-			if err := c.cfg.Handler(recordLogContext(txCtx, d.Record, &d.Envelope), tx, d); err != nil {
+		for i, d := range ds {
+			hctx := txCtx
+			if dctx != nil {
+				hctx = dctx[i]
+			}
+			if err := c.cfg.Handler(recordLogContext(hctx, d.Record, &d.Envelope), tx, d); err != nil {
 				return fmt.Errorf("%s %s (%s/%d@%d): %w", d.Envelope.EventType, d.Envelope.EventID, d.Record.Topic, d.Record.Partition, d.Record.Offset, err)
 			}
 		}
 		return nil
 	})
 	if err != nil && txCtx.Err() != nil && ctx.Err() == nil {
-		return fmt.Errorf("transaction of %d records given up after %v: %w (%w)", len(recs), c.cfg.TxTimeout, errNoAnswer, err)
+		err = fmt.Errorf("transaction of %d records given up after %v: %w (%w)", len(recs), c.cfg.TxTimeout, errNoAnswer, err)
+	}
+	if batch != nil {
+		for _, span := range spans {
+			tracing.End(span, err)
+		}
+		tracing.End(batch, err)
 	}
 	if err == nil {
 		for _, fn := range hooks.fns {

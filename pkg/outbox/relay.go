@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Why the relay cannot skip a row, and keeps each aggregate's order.
@@ -67,6 +68,9 @@ type RelayConfig struct {
 	PublishTimeout time.Duration
 	// Metrics, if not nil, receives the relay's metrics (see Metrics).
 	Metrics *Metrics
+	// TracerProvider, if not nil, traces each record's publication
+	// (tracing.go).
+	TracerProvider trace.TracerProvider
 	// ClientOpts are added to the Kafka producer's options. The options the
 	// relay's guarantees rest on (acks, partitioner, idempotence, batch
 	// size) are applied after them and cannot be overridden.
@@ -211,7 +215,7 @@ func (r *Relay) Run(ctx context.Context) error {
 
 // newProducer returns the Kafka client of one leadership session.
 func (r *Relay) newProducer() (*kgo.Client, error) {
-	opts := append(append(r.cfg.Metrics.kafkaHooks("relay"), r.cfg.ClientOpts...),
+	opts := append(append(append(r.cfg.Metrics.kafkaHooks("relay"), kafkaTracing(r.cfg.TracerProvider, "")...), r.cfg.ClientOpts...),
 		kgo.SeedBrokers(r.cfg.Brokers...),
 		kgo.WithLogger(kafkaLogger(r.log)),
 		// Idempotent (kgo's default) with acks from all in-sync replicas:
@@ -383,6 +387,9 @@ func (r *Relay) publishBatch(ctx context.Context, conn *pgx.Conn, cl *kgo.Client
 			for i := range keys {
 				rec.Headers[i] = kgo.RecordHeader{Key: keys[i], Value: vals[i]}
 			}
+		}
+		if r.cfg.TracerProvider != nil {
+			rec.Context = publishContext(ctx, rec)
 		}
 		ids = append(ids, id)
 		recs = append(recs, rec)

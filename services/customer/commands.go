@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/eventsaga/eventsaga/internal/tracing"
 	"github.com/eventsaga/eventsaga/pkg/events"
 	"github.com/eventsaga/eventsaga/pkg/eventstore"
 	"github.com/eventsaga/eventsaga/services/customer/domain"
@@ -38,7 +39,9 @@ func commandMeta(customerID uuid.UUID, traceParent string) eventstore.Meta {
 }
 
 // Register creates a customer.
-func (s *Service) Register(ctx context.Context, name string, limit events.Money, traceParent string) (View, error) {
+func (s *Service) Register(ctx context.Context, name string, limit events.Money, traceParent string) (_ View, err error) {
+	ctx, span := s.tracer.Start(ctx, "RegisterCustomer")
+	defer func() { tracing.End(span, err) }()
 	id := eventstore.NewID()
 	evs, err := domain.Register(id, name, limit)
 	if err != nil {
@@ -46,7 +49,7 @@ func (s *Service) Register(ctx context.Context, name string, limit events.Money,
 	}
 	agg := s.repo.New(id)
 	var u eventstore.UnitOfWork
-	if _, err := s.repo.Stage(&u, &agg, commandMeta(id, traceParent), evs...); err != nil {
+	if _, err := s.repo.Stage(&u, &agg, commandMeta(id, tracing.Carried(ctx, traceParent)), evs...); err != nil {
 		return View{}, err
 	}
 	if err := s.bb.Store.Commit(ctx, &u); err != nil {
@@ -65,9 +68,12 @@ func (s *Service) Get(ctx context.Context, id uuid.UUID) (View, error) {
 }
 
 // ChangeCreditLimit sets a customer's credit limit.
-func (s *Service) ChangeCreditLimit(ctx context.Context, id uuid.UUID, limit events.Money, traceParent string) (View, error) {
+func (s *Service) ChangeCreditLimit(ctx context.Context, id uuid.UUID, limit events.Money, traceParent string) (_ View, err error) {
+	ctx, span := s.tracer.Start(ctx, "ChangeCreditLimit")
+	defer func() { tracing.End(span, err) }()
+	traceParent = tracing.Carried(ctx, traceParent)
 	var out View
-	err := eventstore.Retry(ctx, conflictRetries, func(ctx context.Context) error {
+	err = eventstore.Retry(ctx, conflictRetries, func(ctx context.Context) error {
 		agg, err := s.load(ctx, id)
 		if err != nil {
 			return err

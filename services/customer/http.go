@@ -14,7 +14,7 @@ import (
 )
 
 func (s *Service) routes() *echo.Echo {
-	e := httpapi.New(s.log)
+	e := httpapi.New(s.log, s.cfg.TracerProvider)
 	e.POST("/customers", s.postCustomer)
 	e.GET("/customers/:id", s.getCustomer)
 	e.PUT("/customers/:id/credit-limit", s.putCreditLimit)

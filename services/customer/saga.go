@@ -68,7 +68,7 @@ func (s *Service) applyOrderEvents(ctx context.Context, tx pgx.Tx, ds []outbox.D
 			Meta: eventstore.Meta{
 				CorrelationID: d.Envelope.CorrelationID, // the order: the saga's ID
 				CausationID:   d.Envelope.EventID,
-				TraceParent:   d.Header(events.HeaderTraceParent),
+				TraceParent:   d.TraceParent(),
 			},
 			Decide: func(c domain.Customer, _ int64) ([]events.Event, error) {
 				c.ID = customerID // a customer never registered has a stream of refusals only

@@ -16,10 +16,12 @@ import (
 	"net"
 
 	"github.com/labstack/echo/v4"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventsaga/eventsaga/internal/httpapi"
 	"github.com/eventsaga/eventsaga/internal/pgdb"
 	"github.com/eventsaga/eventsaga/internal/platform"
+	"github.com/eventsaga/eventsaga/internal/tracing"
 	"github.com/eventsaga/eventsaga/pkg/events"
 	"github.com/eventsaga/eventsaga/pkg/events/customers"
 	"github.com/eventsaga/eventsaga/pkg/events/orders"
@@ -53,14 +55,15 @@ type Service struct {
 	bb       *platform.Backbone
 	repo     *eventstore.Repository[domain.Customer]
 	// hot keeps the customers the saga decides on (see eventstore.Cache).
-	hot  *eventstore.Cache[domain.Customer]
-	http *echo.Echo
+	hot    *eventstore.Cache[domain.Customer]
+	http   *echo.Echo
+	tracer trace.Tracer // the commands' spans (tracing.Tracer: no-op with tracing off)
 }
 
 // New connects to the database (creating and migrating it if need be) and
 // prepares the service's parts; Serve runs them.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
-	s := &Service{cfg: cfg, log: log, registry: events.NewRegistry(), hot: eventstore.NewCache[domain.Customer](100_000)}
+	s := &Service{cfg: cfg, log: log, registry: events.NewRegistry(), hot: eventstore.NewCache[domain.Customer](100_000), tracer: tracing.Tracer(cfg.TracerProvider)}
 	if err := errors.Join(customers.Register(s.registry), orders.Register(s.registry)); err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventsaga/eventsaga/internal/platform"
 	"github.com/eventsaga/eventsaga/internal/testenv"
@@ -46,6 +47,9 @@ type system struct {
 	// dbURL, if set, is the database URL the services are given for each
 	// of theirs (a fault-injecting proxy's; see faults_test.go).
 	dbURL func(string) string
+	// tracing, if set, is each service's tracer provider by its consumer
+	// group's plain name (see trace_test.go).
+	tracing func(group string) trace.TracerProvider
 }
 
 // group is the consumer group the service called name uses.
@@ -105,10 +109,14 @@ func (s *system) base(db, group string) platform.Config {
 	if s.dbURL != nil {
 		db = s.dbURL(db)
 	}
+	var tp trace.TracerProvider
+	if s.tracing != nil {
+		tp = s.tracing(group)
+	}
 	return platform.Config{
 		DatabaseURL: db, KafkaBrokers: s.kafka.Brokers, HTTPAddr: "127.0.0.1:0",
 		OrdersTopic: s.ordersTopic, CustomersTopic: s.customersTopic, ShutdownTimeout: 5 * time.Second,
-		ConsumerGroup: s.group(group), SnapshotEvery: 100,
+		ConsumerGroup: s.group(group), SnapshotEvery: 100, TracerProvider: tp,
 	}
 }
 

@@ -11,7 +11,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/eventsaga/eventsaga/internal/tracing"
 	"github.com/eventsaga/eventsaga/pkg/events"
 	"github.com/eventsaga/eventsaga/pkg/events/orders"
 	"github.com/eventsaga/eventsaga/pkg/eventstore"
@@ -81,20 +83,23 @@ const (
 )
 
 // Place creates a PENDING order; the saga decides it from there.
-func (s *Service) Place(ctx context.Context, p PlaceOrder) (Placed, error) {
+func (s *Service) Place(ctx context.Context, p PlaceOrder) (_ Placed, err error) {
+	ctx, span := s.tracer.Start(ctx, "PlaceOrder")
+	defer func() { tracing.End(span, err) }()
 	if p.IdempotencyKey != "" {
 		if placed, found, err := s.answeredBefore(ctx, p); found || err != nil {
 			return placed, err
 		}
 	}
 	id := eventstore.NewID()
+	span.SetAttributes(tracing.CorrelationID(id))
 	evs, err := domain.Place(id, p.CustomerID, p.Items)
 	if err != nil {
 		return Placed{}, err
 	}
 	agg := s.repo.New(id)
 	var u eventstore.UnitOfWork
-	meta := eventstore.Meta{CorrelationID: id, CausationID: eventstore.NewID(), TraceParent: p.TraceParent}
+	meta := eventstore.Meta{CorrelationID: id, CausationID: eventstore.NewID(), TraceParent: tracing.Carried(ctx, p.TraceParent)}
 	envs, err := s.repo.Stage(&u, &agg, meta, evs...)
 	if err != nil {
 		return Placed{}, err
@@ -165,10 +170,13 @@ func (s *Service) viewOf(agg eventstore.Aggregate[domain.Order], err error) (Vie
 }
 
 // Cancel cancels a PENDING or APPROVED order.
-func (s *Service) Cancel(ctx context.Context, id uuid.UUID, traceParent string) (View, error) {
+func (s *Service) Cancel(ctx context.Context, id uuid.UUID, traceParent string) (_ View, err error) {
+	ctx, span := s.tracer.Start(ctx, "CancelOrder", trace.WithAttributes(tracing.CorrelationID(id)))
+	defer func() { tracing.End(span, err) }()
+	traceParent = tracing.Carried(ctx, traceParent)
 	var out View
 	var cancelled outcome
-	err := eventstore.Retry(ctx, conflictRetries, func(ctx context.Context) error {
+	err = eventstore.Retry(ctx, conflictRetries, func(ctx context.Context) error {
 		agg, err := s.repo.Load(ctx, s.bb.Pool, id)
 		if errors.Is(err, eventstore.ErrNotFound) {
 			return domain.ErrNotFound

@@ -21,7 +21,7 @@ import (
 const MaxIdempotencyKeyLength = 255
 
 func (s *Service) routes() *echo.Echo {
-	e := httpapi.New(s.log)
+	e := httpapi.New(s.log, s.cfg.TracerProvider)
 	e.POST("/orders", s.postOrder)
 	e.GET("/orders/:id", s.getOrder)
 	e.GET("/orders/:id/events", s.getEvents)

@@ -60,7 +60,7 @@ func (s *Service) applyCreditDecisions(ctx context.Context, tx pgx.Tx, ds []outb
 			Meta: eventstore.Meta{
 				CorrelationID: orderID,
 				CausationID:   d.Envelope.EventID,
-				TraceParent:   d.Header(events.HeaderTraceParent),
+				TraceParent:   d.TraceParent(),
 			},
 			Decide: func(o domain.Order, version int64) ([]events.Event, error) {
 				if version == 0 {

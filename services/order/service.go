@@ -23,11 +23,13 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventsaga/eventsaga/internal/httpapi"
 	"github.com/eventsaga/eventsaga/internal/pgdb"
 	"github.com/eventsaga/eventsaga/internal/pgmigrate"
 	"github.com/eventsaga/eventsaga/internal/platform"
+	"github.com/eventsaga/eventsaga/internal/tracing"
 	"github.com/eventsaga/eventsaga/pkg/events"
 	"github.com/eventsaga/eventsaga/pkg/events/customers"
 	"github.com/eventsaga/eventsaga/pkg/events/orders"
@@ -121,6 +123,7 @@ type Service struct {
 	repo     *eventstore.Repository[domain.Order]
 	http     *echo.Echo
 	saga     *sagaMetrics
+	tracer   trace.Tracer // the commands' spans (tracing.Tracer: no-op with tracing off)
 }
 
 // New connects to the database (creating and migrating it if need be) and
@@ -139,7 +142,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		log.Warn("the order deadline is shorter than a consumer-group failover can hold up credit decisions: a failover may reject orders that would have been approved",
 			"order_deadline", cfg.Deadline, "failover_pause", failoverPause)
 	}
-	s := &Service{cfg: cfg, log: log, registry: events.NewRegistry()}
+	s := &Service{cfg: cfg, log: log, registry: events.NewRegistry(), tracer: tracing.Tracer(cfg.TracerProvider)}
 	if err := errors.Join(orders.Register(s.registry), customers.Register(s.registry)); err != nil {
 		return nil, err
 	}

@@ -34,7 +34,7 @@ const (
 const DefaultStuckAfter = 10 * time.Second
 
 func (s *Service) routes() *echo.Echo {
-	e := httpapi.New(s.log)
+	e := httpapi.New(s.log, s.cfg.TracerProvider)
 	e.GET("/orders/:id", s.getOrder)
 	e.GET("/orders", s.listOrders)
 	e.GET("/customers/:id", s.getCustomer)

@@ -54,7 +54,7 @@ func Rebuild(ctx context.Context, cfg Config, log *slog.Logger, opts RebuildOpti
 	if err := registry(reg); err != nil {
 		return RebuildResult{}, err
 	}
-	pool, err := platform.OpenDB(ctx, databaseURL(cfg), Migration())
+	pool, err := platform.OpenDB(ctx, databaseURL(cfg), cfg.TracerProvider, Migration())
 	if err != nil {
 		return RebuildResult{}, fmt.Errorf("database: %w", err)
 	}

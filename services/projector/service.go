@@ -99,7 +99,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	var err error
-	if s.pool, err = platform.OpenDB(ctx, databaseURL(cfg), Migration()); err != nil {
+	if s.pool, err = platform.OpenDB(ctx, databaseURL(cfg), cfg.TracerProvider, Migration()); err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
 	projCfg := s.pool.Config()
@@ -239,8 +239,9 @@ func newProjection(cfg Config, log *slog.Logger, pool *pgxpool.Pool, reg *events
 		ClientOpts: []kgo.Opt{kgo.FetchMinBytes(64 << 10), kgo.FetchMaxWait(10 * time.Millisecond)},
 		// Two partitions that update the same customer's counts wait for
 		// each other; should Postgres still see a deadlock, it is retried.
-		AfterCommit: committed,
-		Metrics:     t.metrics,
+		AfterCommit:    committed,
+		Metrics:        t.metrics,
+		TracerProvider: cfg.TracerProvider,
 	})
 }
 

@@ -361,7 +361,7 @@ func (u *uiServer) traceURL(id uuid.UUID, steps []sagaStep) string {
 			return u.jaeger + "/trace/" + st.TraceID
 		}
 	}
-	return u.jaeger + "/search?tags=" + url.QueryEscape(`{"correlation_id":"`+id.String()+`"}`)
+	return u.jaeger + "/search?tags=" + url.QueryEscape(`{"eventsaga.correlation_id":"`+id.String()+`"}`)
 }
 
 // order serves /ui/orders/{id}: the order's timeline.

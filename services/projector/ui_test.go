@@ -205,7 +205,7 @@ func TestTraceURL(t *testing.T) {
 		t.Errorf("no JAEGER_UI_URL: %q", got)
 	}
 	u.jaeger = "http://j:16686"
-	if got, want := u.traceURL(id, []sagaStep{{}}), `http://j:16686/search?tags=%7B%22correlation_id%22%3A%22`+id.String()+`%22%7D`; got != want {
+	if got, want := u.traceURL(id, []sagaStep{{}}), `http://j:16686/search?tags=%7B%22eventsaga.correlation_id%22%3A%22`+id.String()+`%22%7D`; got != want {
 		t.Errorf("untraced: %q, want %q", got, want)
 	}
 	for _, tp := range []string{"", "00-00000000000000000000000000000000-b7ad6b7169203331-01", "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01", "junk"} {

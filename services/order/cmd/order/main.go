@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/eventsaga/eventsaga/internal/platform"
+	"github.com/eventsaga/eventsaga/internal/tracing"
 	"github.com/eventsaga/eventsaga/services/order"
 )
 
@@ -35,6 +36,12 @@ func run(log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
+	tp, stopTracing, err := tracing.Start(ctx, "order", os.Getenv, log) // OTEL_EXPORTER_OTLP_ENDPOINT and the other OTEL_* variables
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+	cfg.TracerProvider = tp
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return err

@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/eventsaga/eventsaga/internal/platform"
+	"github.com/eventsaga/eventsaga/internal/tracing"
 	"github.com/eventsaga/eventsaga/services/projector"
 )
 
@@ -38,6 +39,12 @@ func run(log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
+	tp, stopTracing, err := tracing.Start(ctx, "projector", os.Getenv, log) // OTEL_EXPORTER_OTLP_ENDPOINT and the other OTEL_* variables
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+	cfg.TracerProvider = tp
 	switch args := os.Args[1:]; {
 	case len(args) == 1 && args[0] == "rebuild":
 		_, err := projector.Rebuild(ctx, cfg, log, projector.RebuildOptions{Progress: os.Stdout})
