@@ -60,6 +60,7 @@ done
 [ "$ready" = 3 ] || { echo "bench-saga: the stack did not become ready" >&2; cat "$data/stack.log" >&2; exit 1; }
 
 echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(psql "$DATABASE_URL" -Atc 'SHOW server_version' | cut -d' ' -f1) Postgres, autovacuum $(psql "$DATABASE_URL" -Atc 'SHOW autovacuum')"
+grep -m1 '^  traces ' "$data/stack.log" | sed 's/^  traces */== traces: /'
 echo "== throughput: as many orders as taken for $DURATION"
 DATABASE_URL=$DATABASE_URL bin/loadgen -duration "$DURATION" -settle 60s
 echo

@@ -115,6 +115,21 @@ func run(log *slog.Logger) error {
 		}
 	}
 
+	// The services export their traces to the Jaeger of make jaeger when
+	// it runs (its OTLP/HTTP port answers), unless the OTEL_* variables say
+	// where, or that there is to be no tracing.
+	traces := "off  (make jaeger before make run exports them to Jaeger)"
+	var traceEnv []string
+	if endpoint := otelEndpoint(); endpoint != "" {
+		traces = endpoint + "  (OTEL_EXPORTER_OTLP_ENDPOINT)"
+	} else if os.Getenv("OTEL_SDK_DISABLED") == "" && os.Getenv("OTEL_TRACES_EXPORTER") == "" {
+		if c, err := net.DialTimeout("tcp", jaegerOTLP, time.Second); err == nil {
+			c.Close()
+			traceEnv = []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + jaegerOTLP}
+			traces = "http://" + jaegerOTLP + "  (Jaeger: a trace at " + jaegerQuery + "/api/traces/<trace id>)"
+		}
+	}
+
 	if *instances < 1 || *instances > 9 {
 		return fmt.Errorf("-instances %d: want 1 to 9", *instances)
 	}
@@ -135,7 +150,10 @@ func run(log *slog.Logger) error {
 				path: filepath.Join(*bin, k.name), restart: *restart,
 				// Static members of their groups: a restarted instance
 				// takes its partitions back without a rebalance.
-				env: []string{"DATABASE_URL=" + pgdb.WithDatabase(server, *dbPrefix+k.db), "CONSUMER_INSTANCE_ID=" + name},
+				env: append([]string{"DATABASE_URL=" + pgdb.WithDatabase(server, *dbPrefix+k.db), "CONSUMER_INSTANCE_ID=" + name}, traceEnv...),
+			}
+			if os.Getenv("OTEL_RESOURCE_ATTRIBUTES") == "" {
+				s.env = append(s.env, "OTEL_RESOURCE_ATTRIBUTES=service.instance.id="+name) // its spans tell the instances apart
 			}
 			if *pprofPort > 0 {
 				s.env = append(s.env, fmt.Sprintf("PPROF_ADDR=127.0.0.1:%d", *pprofPort+k.offset+3*i))
@@ -206,6 +224,7 @@ func run(log *slog.Logger) error {
 	fmt.Printf("\nThe stack is running (Ctrl-C stops it):\n")
 	fmt.Printf("  kafka      %s\n", kafka)
 	fmt.Printf("  postgres   %s%s\n", pgdb.Redact(server), embedded)
+	fmt.Printf("  traces     %s\n", traces)
 	for _, s := range svcs {
 		fmt.Printf("  %-10s http://%s\n", s.name, s.addr)
 	}
@@ -218,6 +237,20 @@ func run(log *slog.Logger) error {
 	case err := <-watch(ctx, log, procs):
 		return err
 	}
+}
+
+// Where make jaeger's Jaeger listens: OTLP over HTTP, and its query API.
+const (
+	jaegerOTLP  = "127.0.0.1:4318"
+	jaegerQuery = "http://127.0.0.1:16686"
+)
+
+// otelEndpoint is where the environment says traces go, if it does.
+func otelEndpoint() string {
+	if e := os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"); e != "" {
+		return e
+	}
+	return os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT")
 }
 
 // start starts the service's process.
