@@ -71,7 +71,7 @@ chaos-kafka: build
 bench:
 	scripts/with-postgres.sh sh -c 'scripts/bench-saga.sh && $(GO) run ./cmd/esbench && $(GO) run ./cmd/projbench'
 
-## bench-saga: make run's stack on fresh databases; sagas/s for 60 s vs pgbench, latency at 250/s, RSS
+## bench-saga: make run's stack on fresh databases; sagas/s for 60 s vs pgbench, latency at 40% of that and at 250/s, RSS
 bench-saga:
 	scripts/with-postgres.sh scripts/bench-saga.sh
 

@@ -5,8 +5,10 @@
 #   1. as many orders as the system takes for $DURATION (64 in flight),
 #      after the pgbench reference (single-row INSERT, 8 clients) for as long:
 #      completed sagas/s, the ratio to pgbench, and each process's RSS;
-#   2. after a CHECKPOINT, $RATE orders/s for $LATENCY_DURATION: saga latency
-#      p50/p95/p99 and where it goes.
+#   2. after a CHECKPOINT, 40 % of the completed sagas/s of 1 (rounded to
+#      tens), a load that scales with the machine, for $LATENCY_DURATION:
+#      saga latency p50/p95/p99 and where it goes;
+#   3. after another CHECKPOINT, the same at a fixed $RATE orders/s.
 #
 # Everything runs on this machine, as in the README's figures. The stack's
 # databases (bench_*) and broker data are removed afterwards. Ports 9092 and
@@ -62,12 +64,23 @@ done
 echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(psql "$DATABASE_URL" -Atc 'SHOW server_version' | cut -d' ' -f1) Postgres, autovacuum $(psql "$DATABASE_URL" -Atc 'SHOW autovacuum')"
 grep -m1 '^  traces ' "$data/stack.log" | sed 's/^  traces */== traces: /'
 echo "== throughput: as many orders as taken for $DURATION"
-DATABASE_URL=$DATABASE_URL bin/loadgen -duration "$DURATION" -settle 60s
+DATABASE_URL=$DATABASE_URL bin/loadgen -duration "$DURATION" -settle 60s | tee "$data/throughput.log"
+capacity=$(sed -n 's|^completed sagas: \([0-9]*\)/s.*|\1|p' "$data/throughput.log")
 echo
 # The throughput run leaves Postgres ~0.5 GB of WAL into a checkpoint that
 # then writes for most of a minute (log_checkpoints shows it); measured
-# inside it, the latency run would pay for the throughput run's writes.
-echo "== CHECKPOINT, so that the latency run pays for its own writes only"
+# inside it, a latency run would pay for the throughput run's writes.
+echo "== CHECKPOINT, so that each latency run pays for its own writes only"
+psql "$DATABASE_URL" -qc CHECKPOINT
+# A load that scales with the machine: 40 % of the capacity just measured,
+# rounded to tens of orders/s.
+[ -n "$capacity" ] || { echo "bench-saga: the throughput run printed no completed sagas/s" >&2; exit 1; }
+at40=$(( (capacity * 4 + 50) / 100 * 10 ))
+[ "$at40" -ge 10 ] || at40=10
+echo "== latency at 40% of capacity: $at40 orders/s (40% of $capacity/s) for $LATENCY_DURATION"
+bin/loadgen -pgbench=false -rate "$at40" -duration "$LATENCY_DURATION" -settle 30s
+echo
+echo "== CHECKPOINT"
 psql "$DATABASE_URL" -qc CHECKPOINT
 echo "== latency: $RATE orders/s for $LATENCY_DURATION"
 bin/loadgen -pgbench=false -rate "$RATE" -duration "$LATENCY_DURATION" -settle 30s
