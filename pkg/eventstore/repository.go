@@ -290,6 +290,29 @@ func (r *Repository[S]) DecideAll(ctx context.Context, tx pgx.Tx, ds []Decision[
 	if len(ds) == 0 {
 		return committed, nil
 	}
+	var b pgx.Batch
+	l := r.QueueLoad(&b, DecisionIDs(ds), cache)
+	br := tx.SendBatch(ctx, &b)
+	err = l.Read(br)
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return committed, err
+	}
+	var u UnitOfWork
+	if committed, err = r.DecideOn(l, ds, &u); err != nil {
+		return func() {}, err
+	}
+	if err := u.Send(ctx, tx); err != nil {
+		l.Forget()
+		return func() {}, err
+	}
+	return committed, nil
+}
+
+// DecisionIDs returns the aggregates ds concern, each once, in order.
+func DecisionIDs[S any](ds []Decision[S]) []uuid.UUID {
 	var ids []uuid.UUID
 	seen := map[uuid.UUID]bool{}
 	for _, d := range ds {
@@ -298,17 +321,90 @@ func (r *Repository[S]) DecideAll(ctx context.Context, tx pgx.Tx, ds []Decision[
 			ids = append(ids, d.ID)
 		}
 	}
-	aggs, err := r.loadForDecisions(ctx, tx, ids, cache)
-	if err != nil {
-		return committed, err
+	return ids
+}
+
+// Loading is DecideAll's load, queued into a batch of the caller's
+// (QueueLoad) so that it can share a round trip with other statements: a
+// consumer sends it with the BEGIN and its inbox lookup. Read reads it once
+// the batch is sent; DecideOn decides on it.
+type Loading[S any] struct {
+	r     *Repository[S]
+	ids   []uuid.UUID
+	base  []Aggregate[S]
+	cache *Cache[S]
+	read  func(pgx.BatchResults) ([][]streamRow, error)
+	aggs  map[uuid.UUID]*Aggregate[S]
+}
+
+// QueueLoad queues into b the locking and loading of the aggregates ids
+// (see DecideAll), from cache plus their newer events where it has them.
+// It must be sent within a transaction, whose end releases the locks.
+func (r *Repository[S]) QueueLoad(b *pgx.Batch, ids []uuid.UUID, cache *Cache[S]) *Loading[S] {
+	l := &Loading[S]{r: r, ids: ids, base: make([]Aggregate[S], len(ids)), cache: cache}
+	after := make([]int64, len(ids))
+	for i, id := range ids {
+		l.base[i] = Aggregate[S]{ID: id}
+		if cache != nil {
+			if a, ok := cache.get(id); ok {
+				l.base[i], after[i] = a, a.Version
+			}
+		}
 	}
+	if len(ids) > 0 {
+		l.read = queueLockAndLoad(b, r.cfg.AggregateType, ids, after, r.cfg.SnapshotSchema)
+	}
+	return l
+}
+
+// Read reads the load's results from br, the results of the batch it was
+// queued into, in the order the batch was queued.
+func (l *Loading[S]) Read(br pgx.BatchResults) error {
+	l.aggs = make(map[uuid.UUID]*Aggregate[S], len(l.ids))
+	if l.read == nil {
+		return nil
+	}
+	streams, err := l.read(br)
+	if err != nil {
+		return err
+	}
+	for i, id := range l.ids {
+		agg, err := l.r.foldOnto(l.base[i], streams[i])
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		agg.ID = id
+		l.aggs[id] = &agg
+	}
+	return nil
+}
+
+// Forget drops the loaded aggregates from the cache, for a caller whose
+// writes failed: another writer may have moved them.
+func (l *Loading[S]) Forget() {
+	if l.cache != nil {
+		l.cache.forget(l.ids)
+	}
+}
+
+// DecideOn makes decisions in order, each on the state the ones before it
+// left, on the aggregates l loaded (every decision's must be among them),
+// and stages their events in u. committed is as DecideAll's: the caller
+// calls it once u's transaction has committed.
+func (r *Repository[S]) DecideOn(l *Loading[S], ds []Decision[S], u *UnitOfWork) (committed func(), err error) {
+	committed = func() {}
+	ids := DecisionIDs(ds)
 	working := make(map[uuid.UUID]S, len(ids))
-	for id, agg := range aggs {
+	for _, id := range ids {
+		agg, ok := l.aggs[id]
+		if !ok {
+			return committed, fmt.Errorf("decision on %s %s, which was not loaded", r.cfg.AggregateType, id)
+		}
 		working[id] = agg.State
 	}
 	pending := make(map[uuid.UUID][]Pending, len(ids))
 	for _, d := range ds {
-		agg := aggs[d.ID]
+		agg := l.aggs[d.ID]
 		evs, err := d.Decide(working[d.ID], agg.Version+int64(len(pending[d.ID])))
 		if err != nil {
 			return committed, err
@@ -318,57 +414,23 @@ func (r *Repository[S]) DecideAll(ctx context.Context, tx pgx.Tx, ds []Decision[
 			pending[d.ID] = append(pending[d.ID], Pending{Meta: d.Meta, Event: e})
 		}
 	}
-	var u UnitOfWork
 	for _, id := range ids {
-		if _, err := r.StageAll(&u, aggs[id], pending[id]); err != nil {
+		if _, err := r.StageAll(u, l.aggs[id], pending[id]); err != nil {
 			return committed, err
 		}
 	}
-	if err := u.Send(ctx, tx); err != nil {
-		if cache != nil {
-			cache.forget(ids) // another writer moved them: reload from the store
-		}
-		return committed, err
-	}
-	if cache == nil {
+	if l.cache == nil {
 		return committed, nil
 	}
-	list := make([]*Aggregate[S], 0, len(aggs))
-	for _, a := range aggs {
-		if a.Version > 0 {
-			list = append(list, a)
-		}
-	}
-	return func() { cache.put(list) }, nil
-}
-
-// loadForDecisions locks the aggregates of ids and returns them (an empty
-// one at version 0 for those that do not exist), from the cache plus their
-// newer events where it has them, else from the store; all in one round
-// trip.
-func (r *Repository[S]) loadForDecisions(ctx context.Context, tx pgx.Tx, ids []uuid.UUID, cache *Cache[S]) (map[uuid.UUID]*Aggregate[S], error) {
-	after := make([]int64, len(ids))
-	base := make([]Aggregate[S], len(ids))
-	for i, id := range ids {
-		base[i] = Aggregate[S]{ID: id}
-		if cache != nil {
-			if a, ok := cache.get(id); ok {
-				base[i], after[i] = a, a.Version
+	return func() {
+		// By now the writes moved the aggregates to their new versions; a
+		// stream that did not exist before is one now.
+		list := make([]*Aggregate[S], 0, len(ids))
+		for _, id := range ids {
+			if a := l.aggs[id]; a.Version > 0 {
+				list = append(list, a)
 			}
 		}
-	}
-	streams, err := r.store.lockAndLoadStreams(ctx, tx, r.cfg.AggregateType, ids, after, r.cfg.SnapshotSchema)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[uuid.UUID]*Aggregate[S], len(ids))
-	for i, id := range ids {
-		agg, err := r.foldOnto(base[i], streams[i])
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return nil, err
-		}
-		agg.ID = id
-		out[id] = &agg
-	}
-	return out, nil
+		l.cache.put(list)
+	}, nil
 }

@@ -358,29 +358,26 @@ func (s *Store) loadStreams(ctx context.Context, q Querier, aggType string, ids 
 // (sorted) order wait for each other and never deadlock.
 const lockStreams = `SELECT count(pg_advisory_xact_lock($1::int4, k)) FROM unnest($2::int4[]) AS k`
 
-// lockAndLoadStreams is loadStreams after locking the streams for the rest
-// of tx, both in one round trip. The load is a statement of its own, so
-// that under READ COMMITTED it sees what a writer that held a lock before
-// us committed: a lock taken within the reading statement would not.
-func (s *Store) lockAndLoadStreams(ctx context.Context, tx pgx.Tx, aggType string, ids []uuid.UUID, after []int64, schema string) ([][]streamRow, error) {
+// queueLockAndLoad queues into b the locking of the streams of ids for the
+// rest of the transaction and, after it, their load (as loadStreams), and
+// returns the function that reads both results once b is sent. The load is
+// a statement of its own, so that under READ COMMITTED it sees what a
+// writer that held a lock before us committed: a lock taken within the
+// reading statement would not.
+func queueLockAndLoad(b *pgx.Batch, aggType string, ids []uuid.UUID, after []int64, schema string) func(pgx.BatchResults) ([][]streamRow, error) {
 	typeKey, idKeys := streamLockKeys(aggType, ids)
-	var b pgx.Batch
 	b.Queue(lockStreams, typeKey, idKeys)
 	b.Queue(selectStreams, streamKeys(ids), after, aggType, schema)
-	br := tx.SendBatch(ctx, &b)
-	defer br.Close()
-	if _, err := br.Exec(); err != nil {
-		return nil, fmt.Errorf("lock %d %s streams: %w", len(ids), aggType, err)
+	return func(br pgx.BatchResults) ([][]streamRow, error) {
+		if _, err := br.Exec(); err != nil {
+			return nil, fmt.Errorf("lock %d %s streams: %w", len(ids), aggType, err)
+		}
+		rows, err := br.Query()
+		if err != nil {
+			return nil, fmt.Errorf("load %d %s streams: %w", len(ids), aggType, err)
+		}
+		return scanStreams(rows, aggType, ids)
 	}
-	rows, err := br.Query()
-	if err != nil {
-		return nil, fmt.Errorf("load %d %s streams: %w", len(ids), aggType, err)
-	}
-	out, err := scanStreams(rows, aggType, ids)
-	if err != nil {
-		return nil, err
-	}
-	return out, br.Close()
 }
 
 // streamLockKeys returns the advisory lock keys of the streams ids of one

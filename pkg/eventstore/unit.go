@@ -74,26 +74,58 @@ type batchSender interface {
 // send runs the unit on s and returns the first statement's error (the
 // statements after a failed one fail too, for no reason of their own).
 func (u *UnitOfWork) send(ctx context.Context, s batchSender) error {
-	stmts, err := u.statements()
-	if err != nil || len(stmts) == 0 {
+	var b pgx.Batch
+	read, err := u.queue(&b)
+	if err != nil || b.Len() == 0 {
 		return err
 	}
-	var b pgx.Batch
-	for _, st := range stmts {
-		b.Queue(st.sql, st.args...)
-	}
 	res := s.SendBatch(ctx, &b)
-	var first error
-	for _, st := range stmts {
-		tag, err := res.Exec()
-		if err := st.onResult(tag, err); err != nil && first == nil {
-			first = err
-		}
-	}
+	first := read(res)
 	if err := res.Close(); err != nil && first == nil {
 		first = err
 	}
 	return first
+}
+
+// queue queues the unit's statements into b and returns the function that
+// reads their results once b is sent: the first statement's error.
+func (u *UnitOfWork) queue(b *pgx.Batch) (read func(pgx.BatchResults) error, err error) {
+	stmts, err := u.statements()
+	if err != nil {
+		return nil, err
+	}
+	for _, st := range stmts {
+		b.Queue(st.sql, st.args...)
+	}
+	return func(res pgx.BatchResults) error {
+		var first error
+		for _, st := range stmts {
+			tag, err := res.Exec()
+			if err := st.onResult(tag, err); err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	}, nil
+}
+
+// Queue queues the unit's statements into b, for a caller that sends them
+// in a batch of its own within a transaction (a consumer that pipelines a
+// whole transaction in two round trips), and returns the function that
+// reads their results once b is sent. As with Send, the aggregates staged
+// in the unit move to their new versions when the statements succeed.
+func (u *UnitOfWork) Queue(b *pgx.Batch) (read func(pgx.BatchResults) error, err error) {
+	r, err := u.queue(b)
+	if err != nil {
+		return nil, err
+	}
+	return func(res pgx.BatchResults) error {
+		if err := r(res); err != nil {
+			return err
+		}
+		u.settle()
+		return nil
+	}, nil
 }
 
 // settle moves the aggregates staged in the unit to their new versions, once
