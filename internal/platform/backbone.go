@@ -25,11 +25,12 @@ type BackboneConfig struct {
 	// Migrations of the service's own tables, after the event store's and
 	// the outbox's.
 	Migrations []pgmigrate.Migration
-	// Topic is consumed by Config.ConsumerGroup with Handler or
-	// BatchHandler (the service's part of the saga).
+	// Topic is consumed by Config.ConsumerGroup with Handler,
+	// BatchHandler or Planner (the service's part of the saga).
 	Topic        string
 	Handler      outbox.Handler
 	BatchHandler outbox.BatchHandler
+	Planner      outbox.Planner
 	Logger       *slog.Logger
 	// Pruners delete the service's own rows past their retention, beside
 	// the inbox's (InboxRetention), which every backbone prunes.
@@ -91,7 +92,7 @@ func (b *Backbone) build(cfg BackboneConfig) error {
 	}
 	b.Consumer, err = outbox.NewConsumer(outbox.ConsumerConfig{
 		Pool: b.Pool, Brokers: cfg.KafkaBrokers, Group: cfg.ConsumerGroup, InstanceID: cfg.ConsumerInstance, Topics: []string{cfg.Topic},
-		Handler: cfg.Handler, BatchHandler: cfg.BatchHandler, Logger: cfg.Logger,
+		Handler: cfg.Handler, BatchHandler: cfg.BatchHandler, Planner: cfg.Planner, Logger: cfg.Logger,
 		// On a real cluster topics are not created on first use, and they
 		// must have the system's partition count.
 		EnsureTopics: []string{cfg.OrdersTopic, cfg.CustomersTopic},

@@ -120,6 +120,9 @@ type ConsumerConfig struct {
 	Topics []string
 	// Handler applies each event that the group has not applied before.
 	Handler Handler
+	// Planner, instead of Handler or BatchHandler, applies a batch in two
+	// round trips (see Planner).
+	Planner Planner
 	// BatchHandler, instead of Handler, applies a partition's events a
 	// batch at a time. When a batch fails it is given its records one by
 	// one, to find the bad one.
@@ -236,8 +239,8 @@ func (c *ConsumerConfig) Validate() error {
 		return errors.New("consumer: no group")
 	case len(c.Topics) == 0:
 		return errors.New("consumer: no topics")
-	case (c.Handler == nil) == (c.BatchHandler == nil):
-		return errors.New("consumer: give exactly one of Handler and BatchHandler")
+	case btoi(c.Handler != nil)+btoi(c.BatchHandler != nil)+btoi(c.Planner != nil) != 1:
+		return errors.New("consumer: give exactly one of Handler, BatchHandler and Planner")
 	case c.MaxAttempts < 1, c.BatchSize < 1, c.MaxPollRecords < 1, c.Concurrency < 1, c.TxTimeout < 0:
 		return errors.New("consumer: attempts, batch size, poll size and concurrency must be positive, the transaction timeout not negative")
 	}
@@ -308,6 +311,9 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.Planner != nil {
+		cfg.BatchHandler = PlannerInTx(cfg.Planner) // for what the two round trips do not cover (see applyPlanned)
 	}
 	// Its lines about a record carry the record's trace_id and
 	// correlation_id (recordLogContext), whatever handler Logger has.
@@ -690,12 +696,10 @@ func (c *Consumer) applyBatch(ctx context.Context, recs []*kgo.Record) error {
 	if c.tracer != nil {
 		txCtx, batch = c.startBatchSpan(txCtx, recs)
 	}
-	err := pgx.BeginFunc(txCtx, c.pool, func(tx pgx.Tx) error {
-		fresh, err := c.claim(txCtx, tx, ids, replays)
-		if err != nil {
-			return err
-		}
-		ds = make([]Delivery, 0, len(recs))
+	// deliveries returns the records to apply: those fresh names, each once
+	// (all when fresh is nil).
+	deliveries := func(fresh map[[16]byte]bool) []Delivery {
+		ds := make([]Delivery, 0, len(recs))
 		for i, rec := range recs {
 			if fresh != nil && !fresh[ids[i]] {
 				continue // applied before, or twice in this batch
@@ -710,27 +714,39 @@ func (c *Consumer) applyBatch(ctx context.Context, recs []*kgo.Record) error {
 			ds = append(ds, d)
 		}
 		applied, dups = int64(len(ds)), int64(len(recs)-len(ds))
-		if c.cfg.BatchHandler != nil {
-			if len(ds) == 0 {
+		return ds
+	}
+	var err error
+	if c.cfg.Planner != nil && len(replays) == 0 && !c.cfg.NoInbox {
+		ds, err = c.applyPlanned(txCtx, recs, envs, ids, deliveries)
+	} else {
+		err = pgx.BeginFunc(txCtx, c.pool, func(tx pgx.Tx) error {
+			fresh, err := c.claim(txCtx, tx, ids, replays)
+			if err != nil {
+				return err
+			}
+			ds = deliveries(fresh)
+			if c.cfg.BatchHandler != nil {
+				if len(ds) == 0 {
+					return nil
+				}
+				if err := c.cfg.BatchHandler(batchLogContext(txCtx, ds), tx, ds); err != nil {
+					return batchError(ds, err)
+				}
 				return nil
 			}
-			if err := c.cfg.BatchHandler(batchLogContext(txCtx, ds), tx, ds); err != nil {
-				first := ds[0].Record
-				return fmt.Errorf("%d events from %s/%d@%d: %w", len(ds), first.Topic, first.Partition, first.Offset, err)
+			for i, d := range ds {
+				hctx := txCtx
+				if dctx != nil {
+					hctx = dctx[i]
+				}
+				if err := c.cfg.Handler(recordLogContext(hctx, d.Record, &d.Envelope), tx, d); err != nil {
+					return fmt.Errorf("%s %s (%s/%d@%d): %w", d.Envelope.EventType, d.Envelope.EventID, d.Record.Topic, d.Record.Partition, d.Record.Offset, err)
+				}
 			}
 			return nil
-		}
-		for i, d := range ds {
-			hctx := txCtx
-			if dctx != nil {
-				hctx = dctx[i]
-			}
-			if err := c.cfg.Handler(recordLogContext(hctx, d.Record, &d.Envelope), tx, d); err != nil {
-				return fmt.Errorf("%s %s (%s/%d@%d): %w", d.Envelope.EventType, d.Envelope.EventID, d.Record.Topic, d.Record.Partition, d.Record.Offset, err)
-			}
-		}
-		return nil
-	})
+		})
+	}
 	if err != nil && txCtx.Err() != nil && ctx.Err() == nil {
 		err = fmt.Errorf("transaction of %d records given up after %v: %w (%w)", len(recs), c.cfg.TxTimeout, errNoAnswer, err)
 	}
@@ -754,6 +770,12 @@ func (c *Consumer) applyBatch(ctx context.Context, recs []*kgo.Record) error {
 		}
 	}
 	return err
+}
+
+// batchError says which records a batch handler failed on.
+func batchError(ds []Delivery, err error) error {
+	first := ds[0].Record
+	return fmt.Errorf("%d events from %s/%d@%d: %w", len(ds), first.Topic, first.Partition, first.Offset, err)
 }
 
 // txContext is the context of a transaction within the work of ctx: it ends
@@ -954,6 +976,9 @@ func (c *Consumer) transient(err error) bool {
 	if errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001") {
 		return true
 	}
+	if errors.Is(err, errInboxRace) {
+		return true
+	}
 	return c.cfg.Transient != nil && c.cfg.Transient(err)
 }
 
@@ -1045,4 +1070,11 @@ func batchLogContext(ctx context.Context, ds []Delivery) context.Context {
 		attrs = []slog.Attr{slog.Int("batch_records", len(ds))}
 	}
 	return recordLogContext(ctx, ds[0].Record, &ds[0].Envelope, attrs...)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/eventsaga/eventsaga/services/customer/domain"
 )
 
-// applyOrderEvents is the customer service's part of the saga. It runs in
+// planOrderEvents is the customer service's part of the saga. It runs in
 // the consumer's transaction, beside the inbox records of the events, so each
 // order event is decided on exactly once:
 //
@@ -35,13 +35,16 @@ import (
 //     refusal finds nothing held and records nothing.
 //
 // A batch is decided in order, each decision on the state the previous ones
-// left, with every customer locked and loaded, and every decision written,
-// in one round trip each (see eventstore.DecideAll). Customers decide on
-// many orders each, so their states stay cached between batches: the states
+// left. It takes two round trips (see outbox.Planner): one locks and loads
+// every customer it concerns beside the inbox lookup, the other writes every
+// decision with the inbox rows and the COMMIT. Customers decide on many
+// orders each, so their states stay cached between batches: the states
 // this transaction decided join the cache once it has committed, never
 // before.
-func (s *Service) applyOrderEvents(ctx context.Context, tx pgx.Tx, ds []outbox.Delivery) error {
-	var decisions []eventstore.Decision[domain.Customer]
+func (s *Service) planOrderEvents(_ context.Context, ds []outbox.Delivery, b *pgx.Batch) (outbox.Plan, error) {
+	decisions := make(map[uuid.UUID]eventstore.Decision[domain.Customer], len(ds)) // by event ID
+	var ids []uuid.UUID
+	seen := map[uuid.UUID]bool{}
 	for _, d := range ds {
 		switch d.Envelope.EventType {
 		case "OrderCreated", "OrderApproved", "OrderCancelled", "OrderRejected":
@@ -50,7 +53,7 @@ func (s *Service) applyOrderEvents(ctx context.Context, tx pgx.Tx, ds []outbox.D
 		}
 		e, err := s.registry.Decode(d.Envelope)
 		if err != nil {
-			return outbox.Permanent(err)
+			return outbox.Plan{}, outbox.Permanent(err)
 		}
 		var customerID uuid.UUID
 		switch e := e.(type) {
@@ -63,13 +66,12 @@ func (s *Service) applyOrderEvents(ctx context.Context, tx pgx.Tx, ds []outbox.D
 		case orders.OrderRejected:
 			customerID = e.CustomerID
 		}
-		decisions = append(decisions, eventstore.Decision[domain.Customer]{
+		if !seen[customerID] {
+			seen[customerID] = true
+			ids = append(ids, customerID)
+		}
+		decisions[d.Envelope.EventID] = eventstore.Decision[domain.Customer]{
 			ID: customerID,
-			Meta: eventstore.Meta{
-				CorrelationID: d.Envelope.CorrelationID, // the order: the saga's ID
-				CausationID:   d.Envelope.EventID,
-				TraceParent:   d.TraceParent(),
-			},
 			Decide: func(c domain.Customer, _ int64) ([]events.Event, error) {
 				c.ID = customerID // a customer never registered has a stream of refusals only
 				evs, err := decide(c, e)
@@ -78,14 +80,44 @@ func (s *Service) applyOrderEvents(ctx context.Context, tx pgx.Tx, ds []outbox.D
 				}
 				return evs, nil
 			},
-		})
+		}
 	}
-	committed, err := s.repo.DecideAll(ctx, tx, decisions, s.hot)
-	if err != nil {
-		return err
-	}
-	outbox.OnCommit(ctx, committed) // only committed states may be cached
-	return nil
+	loading := s.repo.QueueLoad(b, ids, s.hot)
+	return outbox.Plan{
+		Read: loading.Read,
+		Decide: func(ctx context.Context, fresh []outbox.Delivery, w *pgx.Batch) (func(pgx.BatchResults) error, error) {
+			var ds []eventstore.Decision[domain.Customer]
+			for _, d := range fresh {
+				dec, ok := decisions[d.Envelope.EventID]
+				if !ok {
+					continue
+				}
+				dec.Meta = eventstore.Meta{
+					CorrelationID: d.Envelope.CorrelationID, // the order: the saga's ID
+					CausationID:   d.Envelope.EventID,
+					TraceParent:   d.TraceParent(),
+				}
+				ds = append(ds, dec)
+			}
+			var u eventstore.UnitOfWork
+			committed, err := s.repo.DecideOn(loading, ds, &u)
+			if err != nil {
+				return nil, err
+			}
+			read, err := u.Queue(w)
+			if err != nil {
+				return nil, err
+			}
+			outbox.OnCommit(ctx, committed) // only committed states may be cached
+			return func(br pgx.BatchResults) error {
+				if err := read(br); err != nil {
+					loading.Forget() // another writer moved them: reload from the store
+					return err
+				}
+				return nil
+			}, nil
+		},
+	}, nil
 }
 
 // decide is the customer's decision on one order event.

@@ -70,7 +70,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	var err error
 	if s.bb, err = platform.NewBackbone(ctx, platform.BackboneConfig{
 		Config: cfg, Registry: s.registry,
-		Topic: cfg.OrdersTopic, BatchHandler: s.applyOrderEvents, Logger: log,
+		Topic: cfg.OrdersTopic, Planner: s.planOrderEvents, Logger: log,
 	}); err != nil {
 		return nil, err
 	}

@@ -183,7 +183,7 @@ func creditAll(t *testing.T, s *Service, ids []uuid.UUID) {
 			}}
 		}
 		err := eventstore.Retry(ctx, 20, func(ctx context.Context) error {
-			return pgx.BeginFunc(ctx, s.bb.Pool, func(tx pgx.Tx) error { return s.applyCreditDecisions(ctx, tx, ds) })
+			return pgx.BeginFunc(ctx, s.bb.Pool, func(tx pgx.Tx) error { return outbox.PlannerInTx(s.planCreditDecisions)(ctx, tx, ds) })
 		})
 		if err != nil && !errors.Is(err, eventstore.ErrConflict) {
 			t.Errorf("credit decisions: %v", err)

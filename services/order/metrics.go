@@ -112,20 +112,36 @@ var (
 // forgetAndTime runs forget (a statement on $1, the orders whose deadlines
 // end) and fills in when each outcome's order was created and decided.
 func forgetAndTime(ctx context.Context, tx pgx.Tx, sql string, forget [][16]byte, os []outcome) error {
+	var b pgx.Batch
+	read := queueForgetAndTime(&b, sql, forget, os)
+	br := tx.SendBatch(ctx, &b)
+	err := read(br)
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// queueForgetAndTime is forgetAndTime queued into b: the function it
+// returns reads the result once b is sent.
+func queueForgetAndTime(b *pgx.Batch, sql string, forget [][16]byte, os []outcome) func(pgx.BatchResults) error {
 	ids := make([][16]byte, len(os))
 	versions := make([]int64, len(os))
 	at := make(map[uuid.UUID]int, len(os))
 	for i, o := range os {
 		ids[i], versions[i], at[o.orderID] = o.orderID, o.version, i
 	}
-	rows, _ := tx.Query(ctx, sql, forget, ids, versions)
-	var id [16]byte
-	var created, decided time.Time
-	_, err := pgx.ForEachRow(rows, []any{&id, &created, &decided}, func() error {
-		if i, ok := at[id]; ok {
-			os[i].created, os[i].decided = created, decided
-		}
-		return nil
-	})
-	return err
+	b.Queue(sql, forget, ids, versions)
+	return func(br pgx.BatchResults) error {
+		rows, _ := br.Query()
+		var id [16]byte
+		var created, decided time.Time
+		_, err := pgx.ForEachRow(rows, []any{&id, &created, &decided}, func() error {
+			if i, ok := at[id]; ok {
+				os[i].created, os[i].decided = created, decided
+			}
+			return nil
+		})
+		return err
+	}
 }

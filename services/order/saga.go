@@ -15,7 +15,7 @@ import (
 	"github.com/eventsaga/eventsaga/services/order/domain"
 )
 
-// applyCreditDecisions is the order service's part of the saga. It runs in
+// planCreditDecisions is the order service's part of the saga. It runs in
 // the consumer's transaction, beside the inbox records of the events, so
 // each decision is applied exactly once:
 //
@@ -28,67 +28,112 @@ import (
 // cancellation or the rejection. Either way the order has left PENDING, so
 // its deadline goes (pending_orders, see deadline.go). The customer
 // service's other events need nothing from this service. A batch costs a
-// few statements, not a few per event (see eventstore.DecideAll).
-func (s *Service) applyCreditDecisions(ctx context.Context, tx pgx.Tx, ds []outbox.Delivery) error {
-	var decisions []eventstore.Decision[domain.Order]
-	var decided [][16]byte
-	var outcomes []outcome // the orders this transaction takes out of PENDING
+// few statements, not a few per event, in two round trips (see
+// outbox.Planner).
+func (s *Service) planCreditDecisions(_ context.Context, ds []outbox.Delivery, b *pgx.Batch) (outbox.Plan, error) {
+	type credit struct {
+		orderID uuid.UUID
+		decide  func(domain.Order) []events.Event
+		result  string
+		reason  string
+	}
+	credits := make(map[uuid.UUID]credit, len(ds)) // by event ID
+	var ids []uuid.UUID
 	for _, d := range ds {
 		if d.Envelope.EventType != "CreditReserved" && d.Envelope.EventType != "CreditReservationFailed" {
 			continue
 		}
 		e, err := s.registry.Decode(d.Envelope)
 		if err != nil {
-			return outbox.Permanent(err)
+			return outbox.Plan{}, outbox.Permanent(err)
 		}
-		var (
-			orderID uuid.UUID
-			decide  func(domain.Order) []events.Event
-			result  = orders.StatusApproved
-			reason  string
-		)
+		c := credit{result: orders.StatusApproved}
 		switch e := e.(type) {
 		case customers.CreditReserved:
-			orderID, decide = e.OrderID, domain.Order.Approve
+			c.orderID, c.decide = e.OrderID, domain.Order.Approve
 		case customers.CreditReservationFailed:
-			orderID, decide = e.OrderID, func(o domain.Order) []events.Event { return o.Reject(e.Reason) }
-			result, reason = orders.StatusRejected, e.Reason
+			c.orderID, c.decide = e.OrderID, func(o domain.Order) []events.Event { return o.Reject(e.Reason) }
+			c.result, c.reason = orders.StatusRejected, e.Reason
 		}
-		decided = append(decided, orderID)
-		decisions = append(decisions, eventstore.Decision[domain.Order]{
-			ID: orderID,
-			Meta: eventstore.Meta{
-				CorrelationID: orderID,
-				CausationID:   d.Envelope.EventID,
-				TraceParent:   d.TraceParent(),
-			},
-			Decide: func(o domain.Order, version int64) ([]events.Event, error) {
-				if version == 0 {
-					return nil, outbox.Permanent(fmt.Errorf("credit decision for unknown order %s", orderID))
+		credits[d.Envelope.EventID] = c
+		ids = append(ids, c.orderID)
+	}
+	loading := s.repo.QueueLoad(b, uniqueIDs(ids), nil) // an order is decided once: nothing to cache
+	return outbox.Plan{
+		Read: loading.Read,
+		Decide: func(ctx context.Context, fresh []outbox.Delivery, w *pgx.Batch) (func(pgx.BatchResults) error, error) {
+			var decisions []eventstore.Decision[domain.Order]
+			var decided [][16]byte
+			var outcomes []outcome // the orders this transaction takes out of PENDING
+			for _, d := range fresh {
+				c, ok := credits[d.Envelope.EventID]
+				if !ok {
+					continue
 				}
-				evs := decide(o)
-				if len(evs) > 0 {
-					outcomes = append(outcomes, outcome{orderID: orderID, result: result, reason: reason, version: version + int64(len(evs))})
+				decided = append(decided, c.orderID)
+				decisions = append(decisions, eventstore.Decision[domain.Order]{
+					ID: c.orderID,
+					Meta: eventstore.Meta{
+						CorrelationID: c.orderID,
+						CausationID:   d.Envelope.EventID,
+						TraceParent:   d.TraceParent(),
+					},
+					Decide: func(o domain.Order, version int64) ([]events.Event, error) {
+						if version == 0 {
+							return nil, outbox.Permanent(fmt.Errorf("credit decision for unknown order %s", c.orderID))
+						}
+						evs := c.decide(o)
+						if len(evs) > 0 {
+							outcomes = append(outcomes, outcome{orderID: c.orderID, result: c.result, reason: c.reason, version: version + int64(len(evs))})
+						}
+						return evs, nil
+					},
+				})
+			}
+			if len(decided) == 0 {
+				return func(pgx.BatchResults) error { return nil }, nil
+			}
+			var u eventstore.UnitOfWork
+			if _, err := s.repo.DecideOn(loading, decisions, &u); err != nil {
+				return nil, err
+			}
+			readUnit, err := u.Queue(w)
+			if err != nil {
+				return nil, err
+			}
+			// The decided orders are no longer PENDING: no deadline. With
+			// outcomes, the same statement reads when each was created and
+			// decided, for the metrics.
+			var readForget func(pgx.BatchResults) error
+			if len(outcomes) == 0 {
+				w.Queue(forgetPending, decided)
+				readForget = func(br pgx.BatchResults) error { _, err := br.Exec(); return err }
+			} else {
+				readForget = queueForgetAndTime(w, forgetPendingTimed, decided, outcomes)
+				outbox.OnCommit(ctx, func() { s.saga.record(outcomes) })
+			}
+			return func(br pgx.BatchResults) error {
+				if err := readUnit(br); err != nil {
+					return err
 				}
-				return evs, nil
-			},
-		})
-	}
-	if _, err := s.repo.DecideAll(ctx, tx, decisions, nil); err != nil { // an order is decided once: nothing to cache
-		return err
-	}
-	if len(decided) == 0 {
-		return nil
-	}
-	if len(outcomes) == 0 {
-		if _, err := tx.Exec(ctx, forgetPending, decided); err != nil {
-			return fmt.Errorf("forget the deadlines of decided orders: %w", err)
+				if err := readForget(br); err != nil {
+					return fmt.Errorf("forget the deadlines of decided orders: %w", err)
+				}
+				return nil
+			}, nil
+		},
+	}, nil
+}
+
+// uniqueIDs returns ids without repeats, in order.
+func uniqueIDs(ids []uuid.UUID) []uuid.UUID {
+	out := make([]uuid.UUID, 0, len(ids))
+	seen := make(map[uuid.UUID]bool, len(ids))
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
 		}
-		return nil
 	}
-	if err := forgetAndTime(ctx, tx, forgetPendingTimed, decided, outcomes); err != nil {
-		return fmt.Errorf("forget the deadlines of decided orders: %w", err)
-	}
-	outbox.OnCommit(ctx, func() { s.saga.record(outcomes) })
-	return nil
+	return out
 }

@@ -149,7 +149,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	var err error
 	if s.bb, err = platform.NewBackbone(ctx, platform.BackboneConfig{
 		Config: cfg.Config, Registry: s.registry, Migrations: []pgmigrate.Migration{Migration()},
-		Topic: cfg.CustomersTopic, BatchHandler: s.applyCreditDecisions, Logger: log,
+		Topic: cfg.CustomersTopic, Planner: s.planCreditDecisions, Logger: log,
 		Pruners: []platform.Pruner{{What: "idempotency keys", Retention: cfg.KeyRetention, Prune: PruneKeys}},
 	}); err != nil {
 		return nil, err
