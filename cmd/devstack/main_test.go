@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -89,17 +90,17 @@ func TestChildrenDoNotOutliveDevstack(t *testing.T) {
 }
 
 // freePorts finds n consecutive free ports on 127.0.0.1.
+//
+// They are below Linux's ephemeral range (32768-60999 by default): a port
+// the kernel handed out for ":0" could be handed out again, once devstack's
+// child let it go, to a test running beside this one, which would then seem
+// to be a child that outlived devstack (seen in CI).
 func freePorts(t *testing.T, n int) int {
 	t.Helper()
 	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		base := l.Addr().(*net.TCPAddr).Port
-		l.Close()
+		base := 20000 + rand.IntN(12000)
 		free := true
-		for i := 1; i < n; i++ {
+		for i := 0; i < n; i++ {
 			if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+i)); err != nil {
 				free = false
 			} else {
