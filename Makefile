@@ -71,9 +71,9 @@ chaos-kafka: build
 bench:
 	scripts/with-postgres.sh sh -c 'scripts/bench-saga.sh && $(GO) run ./cmd/esbench && $(GO) run ./cmd/projbench'
 
-## bench-saga: make run's stack on fresh databases; sagas/s for 60 s vs pgbench, latency at 40% of that and at 250/s, RSS
+## bench-saga: make run's stack on fresh databases; sagas/s for 60 s vs pgbench, latency at 40% of that and at 250/s, RSS; PROFILE=1 adds CPU by program and the statements per saga (pg_stat_statements, preloaded in the embedded server it starts)
 bench-saga:
-	scripts/with-postgres.sh scripts/bench-saga.sh
+	PROFILE='$(PROFILE)' PG_PRELOAD='$(if $(PROFILE),pg_stat_statements)' scripts/with-postgres.sh scripts/bench-saga.sh
 
 ## rebuild: rebuild the read models of make run's stack beside the running projector
 rebuild: build

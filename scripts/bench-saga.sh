@@ -10,6 +10,11 @@
 #      saga latency p50/p95/p99 and where it goes;
 #   3. after another CHECKPOINT, the same at a fixed $RATE orders/s.
 #
+# With PROFILE=1 (make bench-saga PROFILE=1, which starts the embedded
+# server with pg_stat_statements), the throughput run is followed by the CPU
+# each program used and the statements the services sent: how many a saga,
+# and the top 20 by time.
+#
 # Everything runs on this machine, as in the README's figures. The stack's
 # databases (bench_*) and broker data are removed afterwards. Ports 9092 and
 # 8080-8082 must be free: stop make run first.
@@ -63,9 +68,37 @@ done
 
 echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(psql "$DATABASE_URL" -Atc 'SHOW server_version' | cut -d' ' -f1) Postgres, autovacuum $(psql "$DATABASE_URL" -Atc 'SHOW autovacuum')"
 grep -m1 '^  traces ' "$data/stack.log" | sed 's/^  traces */== traces: /'
+# CPU seconds each program has used so far, summed over its processes.
+cpu() { ps -eo comm=,times= | awk '$1 ~ /^(order|customer|projector|devbroker|postgres|loadgen|pgbench)$/ {s[$1] += $2} END {for (c in s) print c, s[c]}' | sort; }
+if [ -n "${PROFILE:-}" ]; then
+	psql "$DATABASE_URL" -Atc 'SHOW shared_preload_libraries' | grep -q pg_stat_statements || {
+		echo "bench-saga: PROFILE needs pg_stat_statements preloaded: make bench-saga PROFILE=1 starts the embedded server with it; a server already running needs shared_preload_libraries = 'pg_stat_statements'" >&2
+		exit 1
+	}
+	psql "$DATABASE_URL" -qc 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements' -c 'SELECT pg_stat_statements_reset()' >/dev/null
+	cpu >"$data/cpu.before"
+fi
 echo "== throughput: as many orders as taken for $DURATION"
 DATABASE_URL=$DATABASE_URL bin/loadgen -duration "$DURATION" -settle 60s | tee "$data/throughput.log"
 capacity=$(sed -n 's|^completed sagas: \([0-9]*\)/s.*|\1|p' "$data/throughput.log")
+if [ -n "${PROFILE:-}" ]; then
+	sagas=$(sed -n 's|^decided \([0-9]*\) .*|\1|p' "$data/throughput.log")
+	echo
+	echo "== profile of the throughput run: CPU seconds by program (the run, its settling and pgbench's reference)"
+	cpu | join -a2 -e0 -o 0,1.2,2.2 "$data/cpu.before" - | awk '{printf "  %-10s %7.1f s\n", $1, $3 - $2}'
+	echo "== statements of the services' databases: $sagas sagas"
+	psql "$DATABASE_URL" -P footer=off -c "
+SELECT sum(s.calls) AS statements, round(sum(s.calls)::numeric / $sagas, 1) AS per_saga,
+       round(sum(s.total_exec_time)::numeric / 1000, 1) AS exec_s
+FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname LIKE '${prefix}%'"
+	psql "$DATABASE_URL" -P footer=off -c "
+SELECT substr(d.datname, length('${prefix}') + 1) AS db, s.calls,
+       round(s.calls::numeric / $sagas, 2) AS per_saga,
+       round(s.total_exec_time::numeric / 1000, 1) AS exec_s, round(s.mean_exec_time::numeric, 3) AS mean_ms,
+       left(regexp_replace(s.query, '\s+', ' ', 'g'), 70) AS query
+FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname LIKE '${prefix}%'
+ORDER BY s.total_exec_time DESC LIMIT 20"
+fi
 echo
 # The throughput run leaves Postgres ~0.5 GB of WAL into a checkpoint that
 # then writes for most of a minute (log_checkpoints shows it); measured

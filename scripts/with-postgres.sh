@@ -7,6 +7,9 @@
 # missing, Debian's packages that carry them are installed (pgbench comes with
 # the server package before PostgreSQL 17), without creating a cluster.
 #
+# PG_PRELOAD sets the shared_preload_libraries of an embedded server it
+# starts (make bench-saga PROFILE=1: pg_stat_statements).
+#
 #   scripts/with-postgres.sh scripts/bench-saga.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +34,7 @@ if [ -z "${DATABASE_URL:-}" ]; then
 	export DATABASE_URL='postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable'
 	if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
 		make --no-print-directory build
-		bin/devpostgres -port 5432 -dir .postgres &
+		bin/devpostgres -port 5432 -dir .postgres ${PG_PRELOAD:+-preload "$PG_PRELOAD"} &
 		pg=$!
 		trap 'kill -TERM "$pg" 2>/dev/null; wait "$pg" || true' EXIT
 		for _ in $(seq 300); do

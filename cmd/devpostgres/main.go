@@ -33,6 +33,7 @@ func run(log *slog.Logger) error {
 	port := flag.Int("port", 5432, "port to listen on, on 127.0.0.1")
 	dir := flag.String("dir", ".postgres", "folder of the binaries, the data (data/) and the server's logs (data/log/)")
 	home := flag.String("home", "", "folder of the data and logs instead of -dir (the binaries stay in -dir)")
+	preload := flag.String("preload", "", "shared_preload_libraries of the server (pg_stat_statements for a profile)")
 	flag.Parse()
 	if *home == "" {
 		*home = *dir
@@ -44,7 +45,7 @@ func run(log *slog.Logger) error {
 	start, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	began := time.Now()
-	s, err := pgembed.Start(start, pgembed.Config{Dir: *dir, Home: *home, Port: *port, Log: os.Stderr})
+	s, err := pgembed.Start(start, pgembed.Config{Dir: *dir, Home: *home, Port: *port, Log: os.Stderr, Preload: *preload})
 	if err != nil {
 		return err
 	}

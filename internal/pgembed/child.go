@@ -95,6 +95,15 @@ func startServer(cfg Config) (*embeddedpostgres.EmbeddedPostgres, error) {
 	if repo == "" {
 		repo = Maven
 	}
+	// Loopback only; the server's log to files in data/log/ rather than to
+	// a temporary file no one reads.
+	params := map[string]string{
+		"listen_addresses":  "127.0.0.1",
+		"logging_collector": "on",
+	}
+	if cfg.Preload != "" {
+		params["shared_preload_libraries"] = cfg.Preload
+	}
 	db := embeddedpostgres.NewDatabase(embeddedpostgres.DefaultConfig().
 		Version(embeddedpostgres.PostgresVersion(Version)).
 		Port(uint32(cfg.Port)).
@@ -107,12 +116,7 @@ func startServer(cfg Config) (*embeddedpostgres.EmbeddedPostgres, error) {
 		BinaryRepositoryURL(repo).
 		StartTimeout(time.Minute).
 		Logger(os.Stderr).
-		// Loopback only; the server's log to files in data/log/ rather
-		// than to a temporary file no one reads.
-		StartParameters(map[string]string{
-			"listen_addresses":  "127.0.0.1",
-			"logging_collector": "on",
-		}))
+		StartParameters(params))
 	if err := db.Start(); err != nil {
 		return nil, err
 	}

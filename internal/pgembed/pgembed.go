@@ -68,6 +68,9 @@ type Config struct {
 	// Log receives the child's own messages (fetching, initdb, start and
 	// stop). The server's log goes to files in data/log/ of Home.
 	Log io.Writer `json:"-"`
+	// Preload is the server's shared_preload_libraries, if any (the
+	// saga benchmark's profile loads pg_stat_statements).
+	Preload string
 	// Remove deletes Home when the server stops (for tests; the server's
 	// user must be able to, as in the temporary folder).
 	Remove bool
