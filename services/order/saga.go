@@ -39,6 +39,7 @@ func (s *Service) planCreditDecisions(_ context.Context, ds []outbox.Delivery, b
 	}
 	credits := make(map[uuid.UUID]credit, len(ds)) // by event ID
 	var ids []uuid.UUID
+	seen := map[uuid.UUID]bool{}
 	for _, d := range ds {
 		if d.Envelope.EventType != "CreditReserved" && d.Envelope.EventType != "CreditReservationFailed" {
 			continue
@@ -56,9 +57,12 @@ func (s *Service) planCreditDecisions(_ context.Context, ds []outbox.Delivery, b
 			c.result, c.reason = orders.StatusRejected, e.Reason
 		}
 		credits[d.Envelope.EventID] = c
-		ids = append(ids, c.orderID)
+		if !seen[c.orderID] {
+			seen[c.orderID] = true
+			ids = append(ids, c.orderID)
+		}
 	}
-	loading := s.repo.QueueLoad(b, uniqueIDs(ids), nil) // an order is decided once: nothing to cache
+	loading := s.repo.QueueLoad(b, ids, nil) // an order is decided once: nothing to cache
 	return outbox.Plan{
 		Read: loading.Read,
 		Decide: func(ctx context.Context, fresh []outbox.Delivery, w *pgx.Batch) (func(pgx.BatchResults) error, error) {
@@ -123,17 +127,4 @@ func (s *Service) planCreditDecisions(_ context.Context, ds []outbox.Delivery, b
 			}, nil
 		},
 	}, nil
-}
-
-// uniqueIDs returns ids without repeats, in order.
-func uniqueIDs(ids []uuid.UUID) []uuid.UUID {
-	out := make([]uuid.UUID, 0, len(ids))
-	seen := make(map[uuid.UUID]bool, len(ids))
-	for _, id := range ids {
-		if !seen[id] {
-			seen[id] = true
-			out = append(out, id)
-		}
-	}
-	return out
 }
