@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -10,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -48,7 +46,7 @@ func TestChildrenDoNotOutliveDevstack(t *testing.T) {
 	cmd := exec.Command(filepath.Join(bin, "devstack"), "-bin", bin, "-data", t.TempDir(), "-db-prefix", prefix,
 		"-kafka-port", fmt.Sprint(kafkaPort), "-http-port", fmt.Sprint(httpPort), "-pprof-port", "0")
 	cmd.Env = append(withoutKafka(os.Environ()), "DATABASE_URL="+server)
-	var out syncBuffer
+	var out testenv.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -138,22 +136,4 @@ func dropDatabases(t *testing.T, server, prefix string) {
 			t.Error(pgdb.Redact(err.Error()))
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the child's writes and our reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,68 +1,29 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eventsaga/eventsaga/internal/logctx"
+	"github.com/eventsaga/eventsaga/internal/testenv"
 )
-
-// syncBuffer is a log sink safe for the handlers' goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines parses the JSON lines logged so far, failing on one that is not.
-func (b *syncBuffer) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
-		if l == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatalf("a log line is not JSON: %v: %s", err, l)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-func (b *syncBuffer) reset() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.Reset()
-}
 
 const (
 	testTraceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 	testOrderID = "0190f5a0-1c2d-7e3f-8a4b-3c4d5e6f7a8b"
 )
 
-func newLoggedEcho(t *testing.T, level slog.Level) (*echo.Echo, *syncBuffer) {
+func newLoggedEcho(t *testing.T, level slog.Level) (*echo.Echo, *testenv.Buffer) {
 	t.Helper()
-	var buf syncBuffer
+	var buf testenv.Buffer
 	// As platform.NewLogger builds it: lines logged with a context carry
 	// its IDs.
 	log := slog.New(logctx.NewHandler(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: level})))
@@ -118,7 +79,7 @@ func TestAccessLogCarriesTheRequestsTraceID(t *testing.T) {
 	if rec.Code != 200 {
 		t.Fatalf("status %d", rec.Code)
 	}
-	lines := buf.lines(t)
+	lines := buf.JSONLines(t)
 	access := byMsg(lines, "request")
 	if len(access) != 1 {
 		t.Fatalf("want one access line, got %d: %v", len(access), lines)
@@ -152,9 +113,9 @@ func TestAccessLogMakesUpATraceID(t *testing.T) {
 	e, buf := newLoggedEcho(t, slog.LevelInfo)
 	seen := map[string]bool{}
 	for _, tp := range []string{"", "ff-" + testTraceID + "-00f067aa0ba902b7-01", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"} {
-		buf.reset()
+		buf.Reset()
 		serveOne(e, "GET", "/things/8", tp)
-		lines := buf.lines(t)
+		lines := buf.JSONLines(t)
 		access, h := byMsg(lines, "request"), byMsg(lines, "handling a thing")
 		if len(access) != 1 || len(h) != 1 {
 			t.Fatalf("traceparent %q: lines %v", tp, lines)
@@ -182,9 +143,9 @@ func TestAccessLogCorrelatesOrders(t *testing.T) {
 		{"GET", "/orders/" + testOrderID, "reading an order"},
 		{"POST", "/orders", "placed an order"},
 	} {
-		buf.reset()
+		buf.Reset()
 		serveOne(e, r.method, r.path, "00-"+testTraceID+"-00f067aa0ba902b7-01")
-		lines := buf.lines(t)
+		lines := buf.JSONLines(t)
 		for _, msg := range []string{"request", r.handlerMsg} {
 			l := byMsg(lines, msg)
 			if len(l) != 1 || l[0]["correlation_id"] != testOrderID || l[0]["trace_id"] != testTraceID {
@@ -193,15 +154,15 @@ func TestAccessLogCorrelatesOrders(t *testing.T) {
 		}
 	}
 	// A path ID that is not a UUID is no correlation ID.
-	buf.reset()
+	buf.Reset()
 	serveOne(e, "GET", "/orders/not-a-uuid", "")
-	if l := byMsg(buf.lines(t), "request"); len(l) != 1 || l[0]["correlation_id"] != nil {
+	if l := byMsg(buf.JSONLines(t), "request"); len(l) != 1 || l[0]["correlation_id"] != nil {
 		t.Errorf("GET /orders/not-a-uuid: %v", l)
 	}
 
-	buf.reset()
+	buf.Reset()
 	rec := serveOne(e, "GET", "/fails", "00-"+testTraceID+"-00f067aa0ba902b7-01")
-	lines := buf.lines(t)
+	lines := buf.JSONLines(t)
 	if f := byMsg(lines, "request failed"); rec.Code != 500 || len(f) != 1 || f[0]["trace_id"] != testTraceID {
 		t.Errorf("the error line does not carry the trace ID: %v", lines)
 	}
@@ -219,17 +180,17 @@ func TestAccessLogLevels(t *testing.T) {
 			t.Fatalf("GET %s: %d", p, rec.Code)
 		}
 	}
-	if l := buf.lines(t); len(l) != 0 {
+	if l := buf.JSONLines(t); len(l) != 0 {
 		t.Errorf("probes logged at info level: %v", l)
 	}
 	serveOne(e, "GET", "/nowhere", "")
-	if a := byMsg(buf.lines(t), "request"); len(a) != 1 || a[0]["route"] != unmatchedRoute || a[0]["status"] != float64(404) {
+	if a := byMsg(buf.JSONLines(t), "request"); len(a) != 1 || a[0]["route"] != unmatchedRoute || a[0]["status"] != float64(404) {
 		t.Errorf("unmatched request: %v", a)
 	}
 
 	e, buf = newLoggedEcho(t, slog.LevelDebug)
 	serveOne(e, "GET", "/healthz", "")
-	if a := byMsg(buf.lines(t), "request"); len(a) != 1 || a[0]["level"] != "DEBUG" || a[0]["route"] != "/healthz" {
+	if a := byMsg(buf.JSONLines(t), "request"); len(a) != 1 || a[0]["level"] != "DEBUG" || a[0]["route"] != "/healthz" {
 		t.Errorf("probe at debug level: %v", a)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/eventsaga/eventsaga/internal/logctx"
+	"github.com/eventsaga/eventsaga/internal/testenv"
 )
 
 // With tracing on, a request is a server span named after its route, child
@@ -19,7 +20,7 @@ import (
 func TestRequestIsAServerSpan(t *testing.T) {
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-	var buf syncBuffer
+	var buf testenv.Buffer
 	log := slog.New(logctx.NewHandler(slog.NewJSONHandler(&buf, nil)))
 	e := New(log, tp)
 	var carried string
@@ -52,7 +53,7 @@ func TestRequestIsAServerSpan(t *testing.T) {
 	if !code {
 		t.Errorf("the span does not have the status: %v", s.Attributes)
 	}
-	if l := byMsg(buf.lines(t), "request"); len(l) != 1 || l[0]["trace_id"] != testTraceID { // /healthz is logged at debug
+	if l := byMsg(buf.JSONLines(t), "request"); len(l) != 1 || l[0]["trace_id"] != testTraceID { // /healthz is logged at debug
 		t.Errorf("access lines %v; want the request's with trace_id %s", l, testTraceID)
 	}
 }

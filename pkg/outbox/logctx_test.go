@@ -1,13 +1,9 @@
 package outbox
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,35 +11,15 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/eventsaga/eventsaga/internal/logctx"
+	"github.com/eventsaga/eventsaga/internal/testenv"
 	"github.com/eventsaga/eventsaga/pkg/events"
 )
 
-// logBuffer collects JSON log lines, safe for the consumer's goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// withMsg returns the lines logged with message msg.
-func (b *logBuffer) withMsg(t *testing.T, msg string) []map[string]any {
+// withMsg returns the lines of buf logged with message msg.
+func withMsg(t *testing.T, buf *testenv.Buffer, msg string) []map[string]any {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
-		var m map[string]any
-		if l == "" {
-			continue
-		}
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatalf("a log line is not JSON: %v: %s", err, l)
-		}
+	for _, m := range buf.JSONLines(t) {
 		if m["msg"] == msg {
 			out = append(out, m)
 		}
@@ -65,7 +41,7 @@ func TestConsumerLogsCarryTheEventsTraceAndCorrelation(t *testing.T) {
 	r2.Headers = append(r2.Headers, tp)
 	e.produce(t, r1, r2, r3)
 
-	var buf logBuffer
+	var buf testenv.Buffer
 	log := slog.New(logctx.NewHandler(slog.NewJSONHandler(&buf, nil)))
 	c := e.startCountingConsumer(t, e.kafka.Topic("logctx-test"), func(cfg *ConsumerConfig) {
 		cfg.Logger = log
@@ -88,7 +64,7 @@ func TestConsumerLogsCarryTheEventsTraceAndCorrelation(t *testing.T) {
 		untraced.String(): {"", untraced.String()},
 	}
 	seen := map[string]bool{}
-	for _, l := range buf.withMsg(t, "applying") {
+	for _, l := range withMsg(t, &buf, "applying") {
 		key, _ := l["key"].(string)
 		w, ok := want[key]
 		if !ok {
@@ -103,7 +79,7 @@ func TestConsumerLogsCarryTheEventsTraceAndCorrelation(t *testing.T) {
 	if len(seen) != 3 {
 		t.Errorf("handler logged for %d keys, want 3", len(seen))
 	}
-	dl := buf.withMsg(t, "dead-lettering record")
+	dl := withMsg(t, &buf, "dead-lettering record")
 	if len(dl) != 1 || dl[0]["trace_id"] != traceID || dl[0]["correlation_id"] != failing.String() {
 		t.Errorf("dead-letter lines: %v; want one with trace_id %s and correlation_id %s", dl, traceID, failing)
 	}
