@@ -198,9 +198,13 @@ func benchAppend(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 
 	fmt.Printf("\n== append: %d writers, one event per transaction (one round trip each), %v per run\n", cfg.writers, cfg.duration)
-	// Rounds alternate, each run after a CHECKPOINT, so that neither side
-	// pays for the other's WAL; the median round is reported.
-	var ratios []float64
+	// Two references: pgbench's single-row INSERT, and pgbench doing what
+	// the event store does to append an event (its two statements, in one
+	// pipelined transaction), so that what the Go side adds shows apart
+	// from what an event costs Postgres. Rounds alternate, each run after a
+	// CHECKPOINT, so that no run pays for another's WAL; medians are
+	// reported.
+	var ratios, uowRatios []float64
 	for round := 1; round <= 3; round++ {
 		if _, err := pool.Exec(ctx, "CHECKPOINT"); err != nil {
 			return err
@@ -212,15 +216,25 @@ func benchAppend(ctx context.Context, cfg config, log *slog.Logger) error {
 		if _, err := pool.Exec(ctx, "CHECKPOINT"); err != nil {
 			return err
 		}
+		uow, err := pgbench.RunUnitOfWork(ctx, pool, url, cfg.writers, cfg.duration)
+		if err != nil {
+			return err
+		}
+		if _, err := pool.Exec(ctx, "CHECKPOINT"); err != nil {
+			return err
+		}
 		eps, err := appendRun(ctx, cfg, store, repo)
 		if err != nil {
 			return err
 		}
-		ratios = append(ratios, eps/tps)
-		fmt.Printf("round %d  pgbench INSERT %6.0f tx/s   event store append %6.0f events/s   ratio %.2f\n", round, tps, eps, eps/tps)
+		ratios, uowRatios = append(ratios, eps/tps), append(uowRatios, eps/uow)
+		fmt.Printf("round %d  pgbench INSERT %6.0f tx/s   pgbench unit of work %6.0f tx/s   event store append %6.0f events/s   ratios %.2f / %.2f\n",
+			round, tps, uow, eps, eps/tps, eps/uow)
 	}
 	slices.Sort(ratios)
-	fmt.Printf("median ratio %.2f (target >= 0.80)\n", ratios[len(ratios)/2])
+	slices.Sort(uowRatios)
+	fmt.Printf("median ratios: to the INSERT %.2f (target >= 0.80), to the unit of work %.2f (target >= 0.90)\n",
+		ratios[len(ratios)/2], uowRatios[len(uowRatios)/2])
 
 	// As a service runs: its relay in the same process, woken directly after
 	// each commit, publishing while the writers write.

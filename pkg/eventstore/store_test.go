@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -855,6 +856,53 @@ func TestMigrationDropsUnusedExpectVersion(t *testing.T) {
 
 	if fresh := setup(t, eventstore.Config{}).pool; exists(fresh, "eventstore_expect_version") {
 		t.Error("a new database has eventstore_expect_version")
+	}
+}
+
+// TestGuardKeepsOnePlanThatProbesTheKey: the append guard's query is
+// planned once per session, not once per call (planned per call, the guard
+// cost three times the insert it guards), and the plan it keeps probes the
+// primary key even when made on a nearly empty table, as a new service's
+// is: a plan kept as the table grows must not scan it.
+func TestGuardKeepsOnePlanThatProbesTheKey(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t, eventstore.Config{})
+	id := uuid.New()
+	f.add(t, id, 1)
+
+	var config []string
+	if err := f.pool.QueryRow(ctx,
+		`SELECT coalesce(proconfig, '{}') FROM pg_proc WHERE proname = 'eventstore_expect_versions'`).Scan(&config); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(config, "plan_cache_mode=force_generic_plan") {
+		t.Errorf("eventstore_expect_versions has settings %q; want plan_cache_mode=force_generic_plan", config)
+	}
+
+	// auto_explain sends the plans of the function's statements to the
+	// client as LOG messages.
+	cfg := f.pool.Config().ConnConfig.Copy()
+	var plans testenv.Buffer
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { fmt.Fprintln(&plans, n.Message) }
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, sql := range []string{"LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
+		"SET auto_explain.log_nested_statements = on", "SET client_min_messages = log"} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	for range 3 {
+		if _, err := conn.Exec(ctx, `SELECT eventstore_expect_versions($1, $2)`, []uuid.UUID{id}, []int64{1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := plans.String()
+	if !strings.Contains(got, "using events_pkey on events") || strings.Contains(got, "Seq Scan on events") {
+		t.Errorf("the guard's plan does not probe the primary key:\n%s", got)
 	}
 }
 
