@@ -268,6 +268,23 @@ func TestRelayWokenInProcess(t *testing.T) {
 	}
 }
 
+// A pass sends its records at once: it does not wait for the producer's
+// linger (kgo's default is 10 ms; here a minute, so that waiting for it
+// shows), which a saga would pay at each of its relay hops.
+func TestRelaySendsAPassWithoutLingering(t *testing.T) {
+	e := newEnv(t, 1)
+	r, _ := e.startRelay(t, RelayConfig{PollInterval: time.Hour, ClientOpts: []kgo.Opt{kgo.ProducerLinger(time.Minute)}})
+	n := NewNotifier(e.pool, "", nil)
+	n.SetLocalRelay(r)
+	waitFor(t, 10*time.Second, "leadership", r.Leader)
+	got := e.kafka.Collect(t, e.topic)
+	for v := int64(1); v <= 3; v++ {
+		e.commit(t, e.message(t, keyOf(1), v))
+		n.Notify()
+		waitFor(t, 10*time.Second, "the record, before the linger of a minute", func() bool { return len(got.Records()) == int(v) })
+	}
+}
+
 // silentKafka is a cluster of its own whose produce requests can be made
 // to go unanswered, as when a broker hangs or the network drops replies.
 type silentKafka struct {
