@@ -12,8 +12,9 @@
 #
 # With PROFILE=1 (make bench-saga PROFILE=1, which starts the embedded
 # server with pg_stat_statements), the throughput run is followed by the CPU
-# each program used and the statements the services sent: how many a saga,
-# and the top 20 by time.
+# each program used, the statements the services sent (how many a saga, and
+# the top 20 by time) and the top functions of a 30 s CPU profile of each
+# service, taken in the middle of the run (their pprof ports, 6060-6062).
 #
 # Everything runs on this machine, as in the README's figures. The stack's
 # databases (bench_*) and broker data are removed afterwards. Ports 9092 and
@@ -79,6 +80,19 @@ if [ -n "${PROFILE:-}" ]; then
 	cpu >"$data/cpu.before"
 fi
 echo "== throughput: as many orders as taken for $DURATION"
+if [ -n "${PROFILE:-}" ]; then
+	# Once the orders flow (pgbench's reference is printed first) and have
+	# for 10 s, 30 s of each service's CPU.
+	(
+		for _ in $(seq 600); do grep -q '^pgbench reference' "$data/throughput.log" 2>/dev/null && break; sleep 0.5; done
+		sleep 10
+		for svc in order:6060 customer:6061 projector:6062; do
+			curl -sf -o "$data/${svc%%:*}.pprof" "http://127.0.0.1:${svc#*:}/debug/pprof/profile?seconds=30" &
+		done
+		wait
+	) &
+	profiler=$!
+fi
 DATABASE_URL=$DATABASE_URL bin/loadgen -duration "$DURATION" -settle 60s | tee "$data/throughput.log"
 capacity=$(sed -n 's|^completed sagas: \([0-9]*\)/s.*|\1|p' "$data/throughput.log")
 if [ -n "${PROFILE:-}" ]; then
@@ -98,6 +112,15 @@ SELECT substr(d.datname, length('${prefix}') + 1) AS db, s.calls,
        left(regexp_replace(s.query, '\s+', ' ', 'g'), 70) AS query
 FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname LIKE '${prefix}%'
 ORDER BY s.total_exec_time DESC LIMIT 20"
+	wait "$profiler" || true
+	for svc in order customer projector; do
+		echo "== $svc: top functions of 30 s of CPU in the middle of the run (go tool pprof -top)"
+		if [ -s "$data/$svc.pprof" ]; then
+			go tool pprof -top -nodecount=15 "bin/$svc" "$data/$svc.pprof" 2>/dev/null | sed -n '/^Duration/p; /flat%/,$p'
+		else
+			echo "  (no profile: was its pprof port answering?)"
+		fi
+	done
 fi
 echo
 # The throughput run leaves Postgres ~0.5 GB of WAL into a checkpoint that
