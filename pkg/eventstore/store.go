@@ -166,7 +166,7 @@ type snapshot struct {
 func (s *Store) stage(u *UnitOfWork, topic string, expected int64, envs []events.Envelope, snap *snapshot, traceParents []string) error {
 	msgs := make([]outbox.Message, len(envs))
 	for i, e := range envs {
-		value, err := json.Marshal(e)
+		value, err := e.MarshalJSON() // json.Marshal(e) would compact its output again
 		if err != nil {
 			return fmt.Errorf("encode envelope: %w", err)
 		}
