@@ -62,14 +62,15 @@ type Event struct {
 
 // foldOrders applies order events, oldest first, to the rows they concern
 // (rows holds those that exist; it is updated in place) and returns the
-// rows that changed and the change in each customer's order counts.
+// rows that changed, the change in each customer's order counts, and the
+// events it applied.
 //
 // An event whose version is not past its row's is a duplicate or stale, and
 // changes nothing: that, with the row's version stored in the same
 // transaction, is what makes the projection effectively-once. The counts
 // change by the status an order leaves and the one it enters, so they are
 // right whatever order the events of different orders come in.
-func foldOrders(rows map[uuid.UUID]*OrderRow, evs []Event) (changed []*OrderRow, counts map[uuid.UUID]*Counts) {
+func foldOrders(rows map[uuid.UUID]*OrderRow, evs []Event) (changed []*OrderRow, counts map[uuid.UUID]*Counts, applied []Event) {
 	counts = map[uuid.UUID]*Counts{}
 	touched := map[uuid.UUID]bool{}
 	for _, e := range evs {
@@ -93,6 +94,7 @@ func foldOrders(rows map[uuid.UUID]*OrderRow, evs []Event) (changed []*OrderRow,
 			row.CustomerID, row.Total, row.Status = d.CustomerID, d.Total, orders.StatusCancelled
 		}
 		row.Version, row.UpdatedAt = e.Env.AggregateVersion, e.Env.OccurredAt
+		applied = append(applied, e)
 		if before != row.Status {
 			c := counts[row.CustomerID]
 			if c == nil {
@@ -107,7 +109,7 @@ func foldOrders(rows map[uuid.UUID]*OrderRow, evs []Event) (changed []*OrderRow,
 			changed = append(changed, row)
 		}
 	}
-	return changed, counts
+	return changed, counts, applied
 }
 
 // foldCustomers applies customer events, oldest first, like foldOrders. It

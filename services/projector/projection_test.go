@@ -80,7 +80,7 @@ func project(r *rand.Rand, orderEvs, customerEvs []Event) (map[uuid.UUID]OrderRo
 	counts := map[uuid.UUID]Counts{}
 	for len(orderEvs) > 0 {
 		n := min(len(orderEvs), 1+r.IntN(7))
-		_, delta := foldOrders(orderRows, orderEvs[:n])
+		_, delta, _ := foldOrders(orderRows, orderEvs[:n])
 		for id, d := range delta {
 			c := counts[id]
 			c.Pending, c.Approved, c.Rejected, c.Cancelled = c.Pending+d.Pending, c.Approved+d.Approved, c.Rejected+d.Rejected, c.Cancelled+d.Cancelled

@@ -36,9 +36,11 @@ type RebuildResult struct {
 // Rebuild builds a new generation of the read models from the start of
 // the topics, in tables of its own and as a consumer group of its own, while
 // the running projector keeps answering queries from the current
-// generation. When the new generation has caught up with the topics it is
-// made current; a running projector notices within half a second and goes
-// on as the new generation's group, from the offsets this rebuild committed.
+// generation. The tables are loaded in bulk (bulk.go). When the new
+// generation has caught up with the topics, the rebuild stops consuming
+// (committing its offsets), finishes the tables, and makes the generation
+// current; a running projector notices within half a second and goes on as
+// the new generation's group, from the offsets this rebuild committed.
 // Tables older than the replaced generation are dropped.
 func Rebuild(ctx context.Context, cfg Config, log *slog.Logger, opts RebuildOptions) (RebuildResult, error) {
 	if opts.CaughtUp == 0 {
@@ -60,12 +62,12 @@ func Rebuild(ctx context.Context, cfg Config, log *slog.Logger, opts RebuildOpti
 	}
 	defer pool.Close()
 	st := store{pool: pool}
-	g, err := st.startBuilding(ctx)
+	g, err := st.startBulk(ctx)
 	if err != nil {
 		return RebuildResult{}, err
 	}
 	res := RebuildResult{Generation: int(g)}
-	cons, err := newProjection(cfg, log, pool, reg, g, nil, projectionTuning{batchSize: 5000, pollRecords: 50000})
+	cons, err := newProjection(cfg, log, pool, reg, g, nil, projectionTuning{batchSize: 5000, pollRecords: 50000, bulk: true})
 	if err != nil {
 		return res, err
 	}
@@ -104,11 +106,19 @@ func Rebuild(ctx context.Context, cfg Config, log *slog.Logger, opts RebuildOpti
 		last = applied
 		caughtUp = lag.Total() <= opts.CaughtUp
 	}
-	if err := st.switchTo(ctx, g); err != nil {
+	// The bulk load ends before the tables are finished: stopping commits
+	// the offsets the running projector will go on from, in the finished
+	// tables, once it has switched.
+	stop()
+	if err := <-done; err != nil {
+		st.abandon(context.WithoutCancel(ctx), g)
 		return res, err
 	}
-	stop() // commits the offsets the running projector will go on from
-	if err := <-done; err != nil {
+	if err := st.finishBulk(ctx, g); err != nil {
+		st.abandon(context.WithoutCancel(ctx), g)
+		return res, err
+	}
+	if err := st.switchTo(ctx, g); err != nil {
 		return res, err
 	}
 	res.Events, res.Took = cons.Stats().Applied, time.Since(start)

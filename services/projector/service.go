@@ -220,17 +220,23 @@ type projectionTuning struct {
 	// metrics receives the consumer's metrics; nil for none (a rebuild,
 	// which may run beside a projector in the same process).
 	metrics *outbox.Metrics
+	// bulk makes the projection a bulk load of a new generation (bulk.go),
+	// its partitions applied side by side.
+	bulk bool
 }
 
 // newProjection returns the consumer that projects both topics into
 // generation g's tables, as the group of that generation.
 func newProjection(cfg Config, log *slog.Logger, pool *pgxpool.Pool, reg *events.Registry, g generation, committed func([]outbox.Delivery), t projectionTuning) (*outbox.Consumer, error) {
-	p := projection{registry: reg, gen: g}
+	p := projection{registry: reg, gen: g, bulk: t.bulk}
 	return outbox.NewConsumer(outbox.ConsumerConfig{
 		Pool: pool, Brokers: cfg.KafkaBrokers, Group: groupOf(cfg.ConsumerGroup, g), InstanceID: cfg.ConsumerInstance,
 		Topics:       []string{cfg.OrdersTopic, cfg.CustomersTopic},
 		EnsureTopics: []string{cfg.OrdersTopic, cfg.CustomersTopic},
-		BatchHandler: p.apply, NoInbox: true, AcrossPartitions: true,
+		// A bulk load's partitions share no rows, so they are applied side
+		// by side (decoding on every core) rather than in one transaction
+		// at a time.
+		BatchHandler: p.apply, NoInbox: true, AcrossPartitions: !t.bulk,
 		BatchSize: max(t.batchSize, 1000), MaxPollRecords: max(t.pollRecords, 10000),
 		Logger: log.With("generation", int(g)),
 		// A read model may trail by a few milliseconds more: fetches that
@@ -252,6 +258,8 @@ func groupOf(base string, g generation) string { return base + ".g" + strconv.It
 type projection struct {
 	registry *events.Registry
 	gen      generation
+	// bulk loads a new generation's tables (bulk.go).
+	bulk bool
 }
 
 // apply folds a partition's batch into the rows it concerns and writes each
@@ -276,17 +284,23 @@ func (p projection) apply(ctx context.Context, tx pgx.Tx, ds []outbox.Delivery) 
 	}
 	var steps sagaLog // for the saga view (ui_log.go)
 	if len(orderEvs) > 0 {
-		steps.addOrders(orderEvs)
 		rows, err := p.gen.loadOrders(ctx, tx, idsOf(orderEvs))
 		if err != nil {
 			return fmt.Errorf("load orders: %w", err)
 		}
-		changed, counts := foldOrders(rows, orderEvs)
-		if err := p.gen.writeOrders(ctx, tx, changed); err != nil {
-			return fmt.Errorf("write orders: %w", err)
-		}
-		if err := p.gen.addCounts(ctx, tx, counts); err != nil {
-			return fmt.Errorf("count orders: %w", err)
+		if p.bulk {
+			if err := p.bulkOrders(ctx, tx, rows, orderEvs, &steps); err != nil {
+				return err
+			}
+		} else {
+			steps.addOrders(orderEvs)
+			changed, counts, _ := foldOrders(rows, orderEvs)
+			if err := p.gen.writeOrders(ctx, tx, changed); err != nil {
+				return fmt.Errorf("write orders: %w", err)
+			}
+			if err := p.gen.addCounts(ctx, tx, counts); err != nil {
+				return fmt.Errorf("count orders: %w", err)
+			}
 		}
 	}
 	if len(customerEvs) > 0 {
@@ -300,7 +314,11 @@ func (p projection) apply(ctx context.Context, tx pgx.Tx, ds []outbox.Delivery) 
 		}
 		steps.addCredits(credits)
 	}
-	if err := p.gen.writeSagaLog(ctx, tx, steps); err != nil {
+	write := p.gen.writeSagaLog
+	if p.bulk {
+		write = p.gen.copySagaLog
+	}
+	if err := write(ctx, tx, steps); err != nil {
 		return fmt.Errorf("write the saga log: %w", err)
 	}
 	return nil

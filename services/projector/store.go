@@ -40,8 +40,6 @@ CREATE TABLE IF NOT EXISTS %[1]s (
     version          bigint      NOT NULL,
     updated_at       timestamptz NOT NULL
 );
-CREATE INDEX IF NOT EXISTS %[1]s_customer ON %[1]s (customer_id, order_id);
-CREATE INDEX IF NOT EXISTS %[1]s_status ON %[1]s (status, order_id);
 CREATE TABLE IF NOT EXISTS %[2]s (
     customer_id  uuid        PRIMARY KEY,
     registered   boolean     NOT NULL DEFAULT false,
@@ -56,6 +54,14 @@ CREATE TABLE IF NOT EXISTS %[2]s (
     cancelled    bigint      NOT NULL DEFAULT 0
 );
 ` + createSagaLog
+
+// createIndexes makes the orders table's secondary indexes, which serve the
+// queries only: a bulk load (bulk.go) makes them after it has filled the
+// table.
+const createIndexes = `
+CREATE INDEX IF NOT EXISTS %[1]s_customer ON %[1]s (customer_id, order_id);
+CREATE INDEX IF NOT EXISTS %[1]s_status ON %[1]s (status, order_id);
+`
 
 // store is the read model's database.
 type store struct {
@@ -87,16 +93,30 @@ func (s store) current(ctx context.Context) (generation, error) {
 // advisory lock. The statements are one simple-protocol query, which
 // Postgres runs as one transaction: the lock is held until they are done.
 func (s store) prepare(ctx context.Context, g generation) error {
-	ddl := "SELECT pg_advisory_xact_lock(hashtext('rm_generations'));\n" + fmt.Sprintf(createTables, g.orders(), g.customers(), g.sagaLog())
+	ddl := "SELECT pg_advisory_xact_lock(hashtext('rm_generations'));\n" + g.ddl(createTables) + ";\n" + g.ddl(createIndexes)
 	if _, err := s.pool.Exec(ctx, ddl); err != nil {
 		return fmt.Errorf("create generation %d: %w", g, err)
 	}
 	return nil
 }
 
+// ddl is a statement template of this file with g's table names.
+func (g generation) ddl(template string) string {
+	return fmt.Sprintf(template, g.orders(), g.customers(), g.sagaLog())
+}
+
 // startBuilding registers a new generation, past every existing one, and
 // creates its tables.
 func (s store) startBuilding(ctx context.Context) (generation, error) {
+	g, err := s.register(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return g, s.prepare(ctx, g)
+}
+
+// register adds a new generation, past every existing one, as building.
+func (s store) register(ctx context.Context) (generation, error) {
 	if _, err := s.current(ctx); err != nil {
 		return 0, err
 	}
@@ -108,7 +128,7 @@ RETURNING generation`).Scan(&g)
 	if err != nil {
 		return 0, fmt.Errorf("register a new generation: %w", err)
 	}
-	return generation(g), s.prepare(ctx, generation(g))
+	return generation(g), nil
 }
 
 // switchTo makes g the current generation, and drops the tables of
