@@ -16,16 +16,18 @@ import (
 //   - the tables have only the keys the projection itself needs (orders' and
 //     customers' primary keys, which its loads and upserts use); the orders'
 //     secondary indexes and the saga log's key, which serve the queries, are
-//     built once at the end, from sorted data, instead of row by row;
+//     built once at the end, from the whole table, instead of row by row;
 //   - the saga log gets only the events the folds applied, so a redelivered
-//     event is not logged twice although no key skips it, and is written by
-//     COPY;
+//     event is not logged twice although no key skips it;
 //   - the customers' order counts are not kept per batch (every partition of
 //     the orders would update the same customers' rows, waiting on each
 //     other's locks): finishBulk counts the orders once. The counts are by
 //     each order's status, so they come out as the per-batch ones would
 //     (TestProjectionIndependentOfInterleavingAndRedelivery checks that);
-//   - so the partitions share no rows and are applied side by side.
+//   - so the partitions share no rows (each aggregate's events are in one
+//     partition, as the relay keys them by aggregate), and are applied side
+//     by side; and the rows a batch adds, new orders and the saga log, are
+//     written by COPY, as no other transaction can be adding them.
 //
 // A rebuild that fails or stops part-way leaves its generation building,
 // never current; the next rebuild starts a new one from the start of the

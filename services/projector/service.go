@@ -6,8 +6,8 @@
 // Reading order: projection.go folds events into rows (effectively-once by
 // each aggregate's last applied version); store.go keeps the rows, a
 // generation of tables at a time; http.go serves queries; rebuild.go builds
-// a new generation from the start of the topics and switches to it; this
-// file wires the parts.
+// a new generation from the start of the topics, loading it in bulk
+// (bulk.go), and switches to it; this file wires the parts.
 package projector
 
 import (
