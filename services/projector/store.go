@@ -100,13 +100,13 @@ func (s store) prepare(ctx context.Context, g generation) error {
 	return nil
 }
 
-// ddl is a statement template of this file with g's table names.
+// ddl is one of this package's statement templates with g's table names.
 func (g generation) ddl(template string) string {
 	return fmt.Sprintf(template, g.orders(), g.customers(), g.sagaLog())
 }
 
 // startBuilding registers a new generation, past every existing one, and
-// creates its tables.
+// creates its tables complete, as prepare does. (Rebuild uses startBulk.)
 func (s store) startBuilding(ctx context.Context) (generation, error) {
 	g, err := s.register(ctx)
 	if err != nil {
