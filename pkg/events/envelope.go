@@ -85,8 +85,8 @@ func (e Envelope) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON parses an envelope without validating it; see ParseEnvelope.
 func (e *Envelope) UnmarshalJSON(b []byte) error {
-	var w wireEnvelope
-	if err := json.Unmarshal(b, &w); err != nil {
+	w, err := parseWire(b)
+	if err != nil {
 		return err
 	}
 	t, err := time.Parse(time.RFC3339Nano, w.OccurredAt)

@@ -153,6 +153,9 @@ func FuzzParseEnvelope(f *testing.F) {
 		f.Add(with(c.field, c.value))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if _, err := events.CommonAgrees(b); err != nil {
+			t.Fatalf("the common form's reader and encoding/json disagree on %q: %v", b, err)
+		}
 		env, err := events.ParseEnvelope(b)
 		if err != nil {
 			if !errors.Is(err, events.ErrMalformed) {
@@ -194,6 +197,31 @@ func FuzzParseEnvelope(f *testing.F) {
 		}
 		checkDecode(t, r, env)
 	})
+}
+
+// TestEnvelopesTakeTheCommonForm: what MarshalJSON writes is read by the
+// one-pass reader, not handed to encoding/json; with white space around
+// its tokens and its keys in another order too.
+func TestEnvelopesTakeTheCommonForm(t *testing.T) {
+	r := fuzzRegistry(t)
+	for _, e := range samples {
+		b := mustJSON(t, envelopeOf(t, r, e))
+		var indented bytes.Buffer
+		if err := json.Indent(&indented, b, " ", "\t"); err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		reordered := mustJSON(t, m) // encoding/json writes a map's keys sorted
+		for _, in := range [][]byte{b, indented.Bytes(), reordered} {
+			took, err := events.CommonAgrees(in)
+			if !took || err != nil {
+				t.Errorf("%s: read by the common form %v, %v", in, took, err)
+			}
+		}
+	}
 }
 
 // FuzzDecode checks Registry.Decode on any data under each registered event
