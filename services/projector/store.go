@@ -157,10 +157,12 @@ func (s store) switchTo(ctx context.Context, g generation) error {
 	})
 }
 
-// abandon drops a generation that a rebuild did not finish.
+// abandon drops the tables of a generation that a rebuild did not finish.
+// Its row stays, as abandoned, so that its number, and the consumer group
+// whose offsets the rebuild committed, is never taken again.
 func (s store) abandon(ctx context.Context, g generation) {
 	_, _ = s.pool.Exec(ctx, "DROP TABLE IF EXISTS "+g.tables())
-	_, _ = s.pool.Exec(ctx, `DELETE FROM rm_generations WHERE generation = $1 AND state = 'building'`, int(g))
+	_, _ = s.pool.Exec(ctx, `UPDATE rm_generations SET state = 'abandoned' WHERE generation = $1 AND state = 'building'`, int(g))
 }
 
 // loadOrders returns the rows of ids that exist.

@@ -35,3 +35,27 @@ func TestInstancesStartTogetherOnANewDatabase(t *testing.T) {
 		}
 	}
 }
+
+// A rebuild that did not finish leaves its generation's number taken: the
+// next rebuild gets a new one, and with it a consumer group that has no
+// offsets committed, so it projects from the start of the topics.
+func TestAnAbandonedGenerationsNumberIsNotTakenAgain(t *testing.T) {
+	ctx := context.Background()
+	s := store{pool: testenv.Postgres(t, Migration())}
+	first, err := s.startBulk(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.abandon(ctx, first)
+	next, err := s.startBulk(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next == first {
+		t.Errorf("the rebuild after abandoned generation %d got generation %d again (and its consumer group's offsets)", first, next)
+	}
+	var state string
+	if err := s.pool.QueryRow(ctx, `SELECT state FROM rm_generations WHERE generation = $1`, int(first)).Scan(&state); err != nil || state != "abandoned" {
+		t.Errorf("abandoned generation %d: state %q, %v; want abandoned", first, state, err)
+	}
+}
