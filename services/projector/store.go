@@ -105,16 +105,6 @@ func (g generation) ddl(template string) string {
 	return fmt.Sprintf(template, g.orders(), g.customers(), g.sagaLog())
 }
 
-// startBuilding registers a new generation, past every existing one, and
-// creates its tables complete, as prepare does. (Rebuild uses startBulk.)
-func (s store) startBuilding(ctx context.Context) (generation, error) {
-	g, err := s.register(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return g, s.prepare(ctx, g)
-}
-
 // register adds a new generation, past every existing one, as building.
 func (s store) register(ctx context.Context) (generation, error) {
 	if _, err := s.current(ctx); err != nil {

@@ -428,6 +428,16 @@ FROM information_schema.columns WHERE table_name = $1::text`, table).Scan(&s)
 	}
 }
 
+// startBuilding makes a new generation as a rebuild leaves it just before
+// the switch: registered, loaded (here with nothing) and finished.
+func (s store) startBuilding(ctx context.Context) (generation, error) {
+	g, err := s.startBulk(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return g, s.finishBulk(ctx, g)
+}
+
 // The saga log comes and goes with its generation: a rebuild's generation
 // has its own, a replaced generation's is dropped with its other tables,
 // and so is an abandoned one's.
