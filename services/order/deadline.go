@@ -43,10 +43,10 @@ const (
 	// order, and waiting both ways is a deadlock. A row it skips is the
 	// sweep's: the sweep rejects the order if it is first (and deletes the
 	// row), or loses the race, rolls back, and next time finds the order
-	// decided and deletes the row.
-	forgetPending = `
-DELETE FROM pending_orders WHERE order_id IN (
-    SELECT order_id FROM pending_orders WHERE order_id = ANY($1::uuid[]) FOR UPDATE SKIP LOCKED)`
+	// decided and deletes the row. The function (migration 004) finds the
+	// rows through the primary key: planned as a plain statement, it read
+	// the whole queue, dead rows and all, twice a call.
+	forgetPending = `SELECT order_forget_pending($1::uuid[])`
 
 	// claimOverdue locks up to $2 orders PENDING for $1 microseconds by the
 	// database's clock, oldest first, that no other sweep holds.
@@ -239,7 +239,7 @@ func (s *Service) rejectOverdue(ctx context.Context) (claimed int, err error) {
 			return err
 		}
 		if len(outcomes) > 0 {
-			return forgetAndTime(ctx, tx, dropPendingTimed, ids, outcomes)
+			return forgetAndTime(ctx, tx, dropPending, ids, outcomes)
 		}
 		_, err := tx.Exec(ctx, dropPending, ids)
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/eventsaga/eventsaga/internal/platform"
@@ -199,4 +201,81 @@ func pendingRows(t *testing.T, s *Service) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// pending_orders is a queue: a few live rows among dead ones, small enough
+// by its statistics that a plain DELETE … IN (SELECT … SKIP LOCKED) was
+// planned as two scans of the whole table, dead rows and all (2-6 ms a call
+// at 250 sagas/s). Ending deadlines must probe the key whatever the
+// statistics say, and still skip the rows a sweep holds.
+func TestForgettingDeadlinesProbesTheKey(t *testing.T) {
+	ctx := context.Background()
+	pool, err := platform.OpenDB(ctx, testenv.Database(t), nil, eventstore.Migration(), Migration())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	ids := make([][16]byte, 200)
+	for i := range ids {
+		ids[i] = uuid.New()
+		if _, err := pool.Exec(ctx, insertPending, ids[i], uuid.New()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The queue's usual shape: most rows dead, the table analyzed small.
+	if _, err := pool.Exec(ctx, `DELETE FROM pending_orders WHERE order_id = ANY($1)`, ids[20:]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `ANALYZE pending_orders`); err != nil {
+		t.Fatal(err)
+	}
+
+	// A sweep holds one of the rows to forget.
+	sweep, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sweep.Rollback(ctx)
+	if _, err := sweep.Exec(ctx, `SELECT 1 FROM pending_orders WHERE order_id = $1 FOR UPDATE`, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := pool.Config().ConnConfig.Copy()
+	var plans testenv.Buffer
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { fmt.Fprintln(&plans, n.Message) }
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, sql := range []string{"LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
+		"SET auto_explain.log_nested_statements = on", "SET client_min_messages = log"} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	var forgotten int
+	// Several calls: the plan kept for the session is the one that counts.
+	for i, batch := range [][][16]byte{ids[0:4], ids[4:8], ids[8:12], ids[12:16], ids[16:19], ids[19:20]} {
+		var n int
+		if err := conn.QueryRow(ctx, forgetPending, batch).Scan(&n); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		forgotten += n
+	}
+	if forgotten != 19 {
+		t.Errorf("forgot %d deadlines; want 19 (20 pending, one held by a sweep)", forgotten)
+	}
+	var left []uuid.UUID
+	rows, _ := pool.Query(ctx, `SELECT order_id FROM pending_orders`)
+	if left, err = pgx.CollectRows(rows, pgx.RowTo[uuid.UUID]); err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 1 || left[0] != ids[0] {
+		t.Errorf("pending after forgetting: %v; want only the row the sweep holds, %v", left, uuid.UUID(ids[0]))
+	}
+	got := plans.String()
+	if strings.Contains(got, "Seq Scan on pending_orders") || !strings.Contains(got, "pending_orders_pkey") {
+		t.Errorf("forgetting deadlines does not probe the primary key:\n%s", got)
+	}
 }

@@ -2,7 +2,6 @@ package order
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/google/uuid"
@@ -91,29 +90,21 @@ func (m *sagaMetrics) record(os []outcome) {
 }
 
 // decisionTimes reads, within the deciding transaction, when the orders of
-// $2 were created and when their versions $3 occurred: two primary-key
-// lookups an order, in the statement that ends their deadlines ($1), so it
-// costs the saga no round trip. The DELETE runs whatever the SELECT reads.
+// $1 were created and when their versions $2 occurred: two primary-key
+// lookups an order, sent with the statement that ends their deadlines, so
+// it costs the saga no round trip.
 const decisionTimes = `
-WITH forgotten AS (%s)
 SELECT x.id, c.occurred_at, d.occurred_at
-FROM unnest($2::uuid[], $3::bigint[]) AS x(id, version)
+FROM unnest($1::uuid[], $2::bigint[]) AS x(id, version)
 JOIN events c ON c.aggregate_id = x.id AND c.version = 1
 JOIN events d ON d.aggregate_id = x.id AND d.version = x.version`
 
-// forgetPendingTimed is forgetPending, and decisionTimes for the orders a
-// consumer's transaction decided; dropPendingTimed the same for a deadline
-// sweep's.
-var (
-	forgetPendingTimed = fmt.Sprintf(decisionTimes, forgetPending)
-	dropPendingTimed   = fmt.Sprintf(decisionTimes, dropPending)
-)
-
-// forgetAndTime runs forget (a statement on $1, the orders whose deadlines
-// end) and fills in when each outcome's order was created and decided.
-func forgetAndTime(ctx context.Context, tx pgx.Tx, sql string, forget [][16]byte, os []outcome) error {
+// forgetAndTime runs forget (forgetPending or dropPending: a statement on
+// $1, the orders whose deadlines end) and fills in when each outcome's
+// order was created and decided.
+func forgetAndTime(ctx context.Context, tx pgx.Tx, forget string, ids [][16]byte, os []outcome) error {
 	var b pgx.Batch
-	read := queueForgetAndTime(&b, sql, forget, os)
+	read := queueForgetAndTime(&b, forget, ids, os)
 	br := tx.SendBatch(ctx, &b)
 	err := read(br)
 	if cerr := br.Close(); err == nil {
@@ -124,15 +115,19 @@ func forgetAndTime(ctx context.Context, tx pgx.Tx, sql string, forget [][16]byte
 
 // queueForgetAndTime is forgetAndTime queued into b: the function it
 // returns reads the result once b is sent.
-func queueForgetAndTime(b *pgx.Batch, sql string, forget [][16]byte, os []outcome) func(pgx.BatchResults) error {
+func queueForgetAndTime(b *pgx.Batch, forget string, forgotten [][16]byte, os []outcome) func(pgx.BatchResults) error {
 	ids := make([][16]byte, len(os))
 	versions := make([]int64, len(os))
 	at := make(map[uuid.UUID]int, len(os))
 	for i, o := range os {
 		ids[i], versions[i], at[o.orderID] = o.orderID, o.version, i
 	}
-	b.Queue(sql, forget, ids, versions)
+	b.Queue(forget, forgotten)
+	b.Queue(decisionTimes, ids, versions)
 	return func(br pgx.BatchResults) error {
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
 		rows, _ := br.Query()
 		var id [16]byte
 		var created, decided time.Time

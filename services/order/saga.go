@@ -113,7 +113,7 @@ func (s *Service) planCreditDecisions(_ context.Context, ds []outbox.Delivery, b
 				w.Queue(forgetPending, decided)
 				readForget = func(br pgx.BatchResults) error { _, err := br.Exec(); return err }
 			} else {
-				readForget = queueForgetAndTime(w, forgetPendingTimed, decided, outcomes)
+				readForget = queueForgetAndTime(w, forgetPending, decided, outcomes)
 				outbox.OnCommit(ctx, func() { s.saga.record(outcomes) })
 			}
 			return func(br pgx.BatchResults) error {
