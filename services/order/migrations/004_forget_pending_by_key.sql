@@ -29,3 +29,24 @@ BEGIN
     RETURN n;
 END
 $$;
+
+-- When the orders a transaction decided were created and decided, for the
+-- saga's latency metric (metrics.go): their OrderCreated and their decision,
+-- two probes of events_pkey an order. Planned as a plain statement on a young
+-- events table, the plan kept for the session joined a scan of the whole
+-- table, and kept doing so as the table grew: 4.6, then 14.4, then 22.8 ms a
+-- call over three 20 s runs at 250 sagas/s, against 0.2 ms when it probes.
+CREATE OR REPLACE FUNCTION order_decision_times(ids uuid[], versions bigint[])
+RETURNS TABLE (order_id uuid, created timestamptz, decided timestamptz)
+LANGUAGE plpgsql STABLE
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT x.id, c.occurred_at, d.occurred_at
+    FROM unnest(ids, versions) AS x(id, version)
+    JOIN events c ON c.aggregate_id = x.id AND c.version = 1
+    JOIN events d ON d.aggregate_id = x.id AND d.version = x.version;
+END
+$$;
