@@ -379,6 +379,17 @@ func (l *Loading[S]) Read(br pgx.BatchResults) error {
 	return nil
 }
 
+// Aggregate returns aggregate id as Read loaded it (as committed since, once
+// a unit that DecideOn staged on it has committed); false if it was not
+// among the loaded ones.
+func (l *Loading[S]) Aggregate(id uuid.UUID) (Aggregate[S], bool) {
+	a, ok := l.aggs[id]
+	if !ok {
+		return Aggregate[S]{}, false
+	}
+	return *a, true
+}
+
 // Forget drops the loaded aggregates from the cache, for a caller whose
 // writes failed: another writer may have moved them.
 func (l *Loading[S]) Forget() {

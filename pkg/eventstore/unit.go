@@ -54,6 +54,16 @@ type statement struct {
 	onResult func(pgconn.CommandTag, error) error
 }
 
+// Staged returns the envelopes of the events staged in the unit so far,
+// stream by stream in the order they were staged.
+func (u *UnitOfWork) Staged() []events.Envelope {
+	var envs []events.Envelope
+	for _, a := range u.appends {
+		envs = append(envs, a.envs...)
+	}
+	return envs
+}
+
 // Exec adds a statement to the unit. Its error, if any, is what Commit
 // returns.
 func (u *UnitOfWork) Exec(sql string, args ...any) {

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/eventsaga/eventsaga/pkg/events"
 	"github.com/eventsaga/eventsaga/pkg/events/orders"
 )
 
@@ -89,11 +90,27 @@ func (m *sagaMetrics) record(os []outcome) {
 	}
 }
 
-// decisionTimes reads, within the deciding transaction, when the orders of
-// $1 were created and when their versions $2 occurred: two primary-key
-// lookups an order (the function of migration 004 keeps them lookups
-// whatever the statistics say), sent with the statement that ends their
-// deadlines, so it costs the saga no round trip.
+// decisionTimesOf fills in when each outcome's decision occurred, from the
+// envelopes staged for it.
+func decisionTimesOf(os []outcome, staged []events.Envelope) {
+	type key struct {
+		id      uuid.UUID
+		version int64
+	}
+	at := make(map[key]time.Time, len(staged))
+	for _, e := range staged {
+		at[key{e.AggregateID, e.AggregateVersion}] = e.OccurredAt
+	}
+	for i, o := range os {
+		os[i].decided = at[key{o.orderID, o.version}]
+	}
+}
+
+// decisionTimes reads, within a deadline sweep's transaction, when the
+// orders of $1 were created and when their versions $2 occurred: two
+// primary-key lookups an order (the function of migration 004 keeps them
+// lookups whatever the statistics say), sent with the statement that ends
+// their deadlines. A consumer has both times at hand (saga.go).
 const decisionTimes = `SELECT order_id, created, decided FROM order_decision_times($1::uuid[], $2::bigint[])`
 
 // forgetAndTime runs forget (forgetPending or dropPending: a statement on

@@ -88,7 +88,11 @@ func (s *Service) planCreditDecisions(_ context.Context, ds []outbox.Delivery, b
 						}
 						evs := c.decide(o)
 						if len(evs) > 0 {
-							outcomes = append(outcomes, outcome{orderID: c.orderID, result: c.result, reason: c.reason, version: version + int64(len(evs))})
+							// Loaded at version 1, the order was last
+							// changed by its OrderCreated.
+							loaded, _ := loading.Aggregate(c.orderID)
+							outcomes = append(outcomes, outcome{orderID: c.orderID, result: c.result, reason: c.reason,
+								version: version + int64(len(evs)), created: loaded.UpdatedAt})
 						}
 						return evs, nil
 					},
@@ -105,22 +109,17 @@ func (s *Service) planCreditDecisions(_ context.Context, ds []outbox.Delivery, b
 			if err != nil {
 				return nil, err
 			}
-			// The decided orders are no longer PENDING: no deadline. With
-			// outcomes, the same statement reads when each was created and
-			// decided, for the metrics.
-			var readForget func(pgx.BatchResults) error
-			if len(outcomes) == 0 {
-				w.Queue(forgetPending, decided)
-				readForget = func(br pgx.BatchResults) error { _, err := br.Exec(); return err }
-			} else {
-				readForget = queueForgetAndTime(w, forgetPending, decided, outcomes)
+			// The decided orders are no longer PENDING: no deadline.
+			w.Queue(forgetPending, decided)
+			if len(outcomes) > 0 {
+				decisionTimesOf(outcomes, u.Staged())
 				outbox.OnCommit(ctx, func() { s.saga.record(outcomes) })
 			}
 			return func(br pgx.BatchResults) error {
 				if err := readUnit(br); err != nil {
 					return err
 				}
-				if err := readForget(br); err != nil {
+				if _, err := br.Exec(); err != nil {
 					return fmt.Errorf("forget the deadlines of decided orders: %w", err)
 				}
 				return nil
