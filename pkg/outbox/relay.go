@@ -235,25 +235,41 @@ func (r *Relay) newProducer() (*kgo.Client, error) {
 	return cl, nil
 }
 
-// relayConnParams make Postgres notice within about half a minute that the
+// relayConnParams are the settings of the relay's own connection.
+//
+// The keepalives make Postgres notice within about half a minute that the
 // relay's host died or was cut off, and so release its lock; by default an
 // idle session can hold it for hours.
+//
+// Sequential scans are off because the relay reads and deletes outbox rows
+// by their key only, and the outbox is a queue: a few live rows among the
+// dead ones autovacuum has not removed yet (it waits for 10,000, see
+// migration 002), so its statistics make a scan look cheapest while its
+// dead rows make a scan dear. Seen at 250 sagas/s, a minute into a run:
+// the SELECT and the DELETE at 2.2 and 1.9 ms a call, from 0.06 and 0.08.
 var relayConnParams = map[string]string{
 	"tcp_keepalives_idle":     "10",
 	"tcp_keepalives_interval": "5",
 	"tcp_keepalives_count":    "3",
 	"tcp_user_timeout":        "30000",
 	"application_name":        "outbox-relay",
+	"enable_seqscan":          "off",
+}
+
+// relayConnConfig is the configuration of the relay's connection: the
+// pool's, with relayConnParams.
+func relayConnConfig(pool *pgxpool.Pool) *pgx.ConnConfig {
+	cfg := pool.Config().ConnConfig.Copy()
+	for k, v := range relayConnParams {
+		cfg.RuntimeParams[k] = v
+	}
+	return cfg
 }
 
 // session runs one database connection's life: wait for the lock, then
 // publish until something fails.
 func (r *Relay) session(ctx context.Context) error {
-	connCfg := r.cfg.Pool.Config().ConnConfig.Copy()
-	for k, v := range relayConnParams {
-		connCfg.RuntimeParams[k] = v
-	}
-	conn, err := pgx.ConnectConfig(ctx, connCfg)
+	conn, err := pgx.ConnectConfig(ctx, relayConnConfig(r.cfg.Pool))
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}

@@ -335,6 +335,43 @@ func TestRelayDeletesAPassWithTheNextLook(t *testing.T) {
 	stop()
 }
 
+// The relay reads and deletes outbox rows by their key, however small the
+// outbox's statistics make it look: a queue's dead rows make a scan dear.
+func TestRelayReadsTheOutboxByItsKey(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 1)
+	for v := int64(1); v <= 200; v++ {
+		e.commit(t, e.message(t, keyOf(1), v))
+	}
+	// The queue's usual shape: most rows published and deleted, the table
+	// analyzed small.
+	if _, err := e.pool.Exec(ctx, `DELETE FROM outbox WHERE id NOT IN (SELECT id FROM outbox ORDER BY id DESC LIMIT 10)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.pool.Exec(ctx, `ANALYZE outbox`); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, relayConnConfig(e.pool))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, sql := range []string{selectBatch, deletePublished} {
+		// The generic plan, which a statement kept for the session gets.
+		res, err := conn.PgConn().Exec(ctx, "EXPLAIN (GENERIC_PLAN) "+sql).ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plan []string
+		for _, row := range res[0].Rows {
+			plan = append(plan, string(row[0]))
+		}
+		if got := strings.Join(plan, "\n"); strings.Contains(got, "Seq Scan") || !strings.Contains(got, "outbox_pkey") {
+			t.Errorf("the relay's %s is not planned as a probe of outbox_pkey:\n%s", strings.Fields(sql)[0], got)
+		}
+	}
+}
+
 // tripTracer records the statements of each round trip to the database: a
 // statement alone, or a batch's statements together.
 type tripTracer struct {
