@@ -323,20 +323,13 @@ func (r *Relay) session(ctx context.Context) error {
 		r.vacuum = &vacuumer{pool: r.cfg.Pool, every: int64(r.cfg.VacuumEvery), log: r.log}
 		defer r.vacuum.wait()
 	}
-	// The rows a pass published are deleted by the next look at the outbox,
-	// in the same round trip as its SELECT: a pass is two round trips (that
-	// and Kafka's), not three. Whatever is left when the session ends is
-	// deleted on the way out, or published again by the next leader.
-	var published []int64
-	defer func() { r.deletePublished(ctx, conn, published) }()
 	for {
-		n, acked, err := r.publishBatch(ctx, conn, cl, closeProducer, published)
-		published = acked
+		n, err := r.publishBatch(ctx, conn, cl, closeProducer)
 		if err != nil {
 			return err
 		}
-		if n > 0 {
-			continue // delete those, and take what came meanwhile
+		if n == r.cfg.BatchSize {
+			continue // more is waiting
 		}
 		if err := r.wait(ctx, conn); err != nil {
 			return err
@@ -383,88 +376,15 @@ const (
 	selectBatch = `
 SELECT id, topic, key, value, header_keys, header_values
 FROM outbox ORDER BY id LIMIT $1`
-	deletePublished = `DELETE FROM outbox WHERE id = ANY($1)`
+	deleteAcked = `DELETE FROM outbox WHERE id = ANY($1)`
 )
 
-// publishBatch deletes the rows of del, which the last pass published, and
-// publishes the oldest committed rows, reading them in the same round trip.
-// It returns how many rows it read and those Kafka acknowledged, for the
-// next pass to delete. After an error the acknowledged rows are deleted
-// before it returns, except when afterPublish refused them.
-func (r *Relay) publishBatch(ctx context.Context, conn *pgx.Conn, cl *kgo.Client, closeProducer func(), del []int64) (int, []int64, error) {
-	recs, ids, err := r.deleteAndRead(ctx, conn, del)
-	if err != nil {
-		return 0, nil, err
-	}
-	if len(recs) == 0 {
-		r.emptyPasses.Add(1)
-		return 0, nil, nil
-	}
-
-	idOf := make(map[*kgo.Record]int64, len(recs))
-	for i, rec := range recs {
-		idOf[rec] = ids[i]
-	}
-	acked := ids[:0]
-	var firstErr error
-	watchdog := time.AfterFunc(r.cfg.PublishTimeout, closeProducer)
-	start := time.Now()
-	results := produceNow(ctx, cl, recs)
-	r.cfg.Metrics.observePublish(time.Since(start))
-	if !watchdog.Stop() {
-		r.failed.Add(int64(len(recs)))
-		return 0, nil, fmt.Errorf("kafka did not acknowledge %d records within %v", len(recs), r.cfg.PublishTimeout)
-	}
-	for _, res := range results {
-		if res.Err != nil {
-			r.failed.Add(1)
-			if firstErr == nil {
-				firstErr = fmt.Errorf("publish to %s: %w", res.Record.Topic, res.Err)
-			}
-			continue
-		}
-		acked = append(acked, idOf[res.Record])
-	}
-	r.published.Add(int64(len(acked)))
-	if r.cfg.afterPublish != nil {
-		if err := r.cfg.afterPublish(ctx); err != nil {
-			return 0, nil, err
-		}
-	}
-	if firstErr != nil {
-		r.deletePublished(ctx, conn, acked)
-		return len(recs), nil, firstErr
-	}
-	return len(recs), acked, nil
-}
-
-// deleteAndRead deletes the rows of del and reads the oldest committed rows
-// as records, in one round trip (one implicit transaction: if the DELETE
-// fails, nothing is read, and the rows are published again by whoever leads
-// next).
-func (r *Relay) deleteAndRead(ctx context.Context, conn *pgx.Conn, del []int64) ([]*kgo.Record, []int64, error) {
-	var b pgx.Batch
-	readCtx := ctx
-	if len(del) > 0 {
-		// Deleting under a cancelled ctx would fail and republish rows
-		// that are already on the topic; give the trip its own deadline.
-		var cancel context.CancelFunc
-		readCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		b.Queue(deletePublished, del)
-	}
-	b.Queue(selectBatch, r.cfg.BatchSize)
-	br := conn.SendBatch(readCtx, &b)
-	defer br.Close()
-	if len(del) > 0 {
-		if _, err := br.Exec(); err != nil {
-			return nil, nil, fmt.Errorf("delete %d published rows: %w", len(del), err)
-		}
-		r.deleted(ctx, len(del))
-	}
+// publishBatch publishes the oldest committed rows and deletes those Kafka
+// acknowledged. It returns how many rows it read.
+func (r *Relay) publishBatch(ctx context.Context, conn *pgx.Conn, cl *kgo.Client, closeProducer func()) (int, error) {
 	ids := make([]int64, 0, r.cfg.BatchSize)
 	recs := make([]*kgo.Record, 0, r.cfg.BatchSize)
-	rows, _ := br.Query() // errors surface in rows.Err
+	rows, _ := conn.Query(ctx, selectBatch, r.cfg.BatchSize) // errors surface in rows.Err
 	for rows.Next() {
 		var (
 			rec  = &kgo.Record{}
@@ -475,7 +395,7 @@ func (r *Relay) deleteAndRead(ctx context.Context, conn *pgx.Conn, del []int64) 
 		)
 		if err := rows.Scan(&id, &rec.Topic, &key, &rec.Value, &keys, &vals); err != nil {
 			rows.Close()
-			return nil, nil, fmt.Errorf("read outbox: %w", err)
+			return 0, fmt.Errorf("read outbox: %w", err)
 		}
 		rec.Key = []byte(key)
 		if len(keys) > 0 {
@@ -491,33 +411,57 @@ func (r *Relay) deleteAndRead(ctx context.Context, conn *pgx.Conn, del []int64) 
 		recs = append(recs, rec)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("read outbox: %w", err)
+		return 0, fmt.Errorf("read outbox: %w", err)
 	}
-	return recs, ids, nil
-}
+	if len(recs) == 0 {
+		r.emptyPasses.Add(1)
+		return 0, nil
+	}
 
-// deletePublished deletes rows Kafka acknowledged, when no look at the
-// outbox follows to take them along (the session ends, or a pass failed).
-// A failure is only logged: the rows are published again, a duplicate the
-// consumers' inbox absorbs.
-func (r *Relay) deletePublished(ctx context.Context, conn *pgx.Conn, ids []int64) {
-	if len(ids) == 0 || conn.IsClosed() {
-		return
+	idOf := make(map[*kgo.Record]int64, len(recs))
+	for i, rec := range recs {
+		idOf[rec] = ids[i]
 	}
-	delCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if _, err := conn.Exec(delCtx, deletePublished, ids); err != nil {
-		r.log.Warn("could not delete published outbox rows; they will be published again", "rows", len(ids), "err", err)
-		return
+	acked := ids[:0]
+	var firstErr error
+	watchdog := time.AfterFunc(r.cfg.PublishTimeout, closeProducer)
+	start := time.Now()
+	results := produceNow(ctx, cl, recs)
+	r.cfg.Metrics.observePublish(time.Since(start))
+	if !watchdog.Stop() {
+		r.failed.Add(int64(len(recs)))
+		return 0, fmt.Errorf("kafka did not acknowledge %d records within %v", len(recs), r.cfg.PublishTimeout)
 	}
-	r.deleted(ctx, len(ids))
-}
-
-// deleted counts n published rows deleted, for the vacuum.
-func (r *Relay) deleted(ctx context.Context, n int) {
-	if r.vacuum != nil {
-		r.vacuum.deleted(ctx, n)
+	for _, res := range results {
+		if res.Err != nil {
+			r.failed.Add(1)
+			if firstErr == nil {
+				firstErr = fmt.Errorf("publish to %s: %w", res.Record.Topic, res.Err)
+			}
+			continue
+		}
+		acked = append(acked, idOf[res.Record])
 	}
+	if r.cfg.afterPublish != nil {
+		if err := r.cfg.afterPublish(ctx); err != nil {
+			return 0, err
+		}
+	}
+	if len(acked) > 0 {
+		// Deleting under a cancelled ctx would fail and republish rows that
+		// are already on the topic; give the delete its own short deadline.
+		delCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		_, err := conn.Exec(delCtx, deleteAcked, acked)
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("delete %d published rows: %w", len(acked), err)
+		}
+		r.published.Add(int64(len(acked)))
+		if r.vacuum != nil {
+			r.vacuum.deleted(ctx, len(acked))
+		}
+	}
+	return len(recs), firstErr
 }
 
 // produceNow hands kgo a pass's records and has them sent at once, then

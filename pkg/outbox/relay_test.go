@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -289,52 +287,6 @@ func TestRelaySendsAPassWithoutLingering(t *testing.T) {
 	}
 }
 
-// A pass is two round trips, the outbox's and Kafka's: the rows a pass
-// published are deleted in the round trip that reads the next rows, not in
-// one of their own.
-func TestRelayDeletesAPassWithTheNextLook(t *testing.T) {
-	e := newEnv(t, 1)
-	trips := &tripTracer{}
-	cfg := e.pool.Config().Copy()
-	cfg.ConnConfig.Tracer = trips // copied into the relay's own connection
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	traced := e
-	traced.pool = pool
-	r, stop := traced.startRelay(t, RelayConfig{PollInterval: time.Hour})
-	n := NewNotifier(e.pool, "", nil)
-	n.SetLocalRelay(r)
-	waitFor(t, 10*time.Second, "leadership", r.Leader)
-	got := e.kafka.Collect(t, e.topic)
-	for round := range 3 {
-		for v := int64(1); v <= 5; v++ {
-			e.commit(t, e.message(t, keyOf(round), v))
-		}
-		n.Notify()
-		waitFor(t, 10*time.Second, "the round's records", func() bool { return len(got.Records()) == 5*(round+1) })
-	}
-	waitFor(t, 10*time.Second, "the outbox to be emptied", func() bool { return e.outboxRows(t) == 0 })
-	deletes := 0
-	for _, trip := range trips.all() {
-		for i, sql := range trip {
-			if !strings.Contains(sql, "DELETE FROM outbox") {
-				continue
-			}
-			deletes++
-			if i+1 >= len(trip) || !strings.Contains(trip[i+1], "FROM outbox ORDER BY id") {
-				t.Errorf("published rows deleted in a round trip of their own: %q", trip)
-			}
-		}
-	}
-	if deletes == 0 {
-		t.Errorf("no DELETE seen among the relay's round trips: %q", trips.all())
-	}
-	stop()
-}
-
 // The relay reads and deletes outbox rows by their key, however small the
 // outbox's statistics make it look: a queue's dead rows make a scan dear.
 func TestRelayReadsTheOutboxByItsKey(t *testing.T) {
@@ -356,7 +308,7 @@ func TestRelayReadsTheOutboxByItsKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	for _, sql := range []string{selectBatch, deletePublished} {
+	for _, sql := range []string{selectBatch, deleteAcked} {
 		// The generic plan, which a statement kept for the session gets.
 		res, err := conn.PgConn().Exec(ctx, "EXPLAIN (GENERIC_PLAN) "+sql).ReadAll()
 		if err != nil {
@@ -370,49 +322,6 @@ func TestRelayReadsTheOutboxByItsKey(t *testing.T) {
 			t.Errorf("the relay's %s is not planned as a probe of outbox_pkey:\n%s", strings.Fields(sql)[0], got)
 		}
 	}
-}
-
-// tripTracer records the statements of each round trip to the database: a
-// statement alone, or a batch's statements together.
-type tripTracer struct {
-	mu    sync.Mutex
-	trips [][]string
-	batch []string
-}
-
-func (tr *tripTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	tr.trips = append(tr.trips, []string{d.SQL})
-	return ctx
-}
-
-func (tr *tripTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-
-func (tr *tripTracer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	tr.batch = []string{}
-	return ctx
-}
-
-func (tr *tripTracer) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	tr.batch = append(tr.batch, d.SQL)
-}
-
-func (tr *tripTracer) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	tr.trips = append(tr.trips, tr.batch)
-	tr.batch = nil
-}
-
-func (tr *tripTracer) all() [][]string {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	return slices.Clone(tr.trips)
 }
 
 // silentKafka is a cluster of its own whose produce requests can be made
