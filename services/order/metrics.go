@@ -113,9 +113,9 @@ func decisionTimesOf(os []outcome, staged []events.Envelope) {
 // their deadlines. A consumer has both times at hand (saga.go).
 const decisionTimes = `SELECT order_id, created, decided FROM order_decision_times($1::uuid[], $2::bigint[])`
 
-// forgetAndTime runs forget (forgetPending or dropPending: a statement on
-// $1, the orders whose deadlines end) and fills in when each outcome's
-// order was created and decided.
+// forgetAndTime runs forget (a statement on $1, the orders whose deadlines
+// end: a sweep's dropPending) and fills in when each outcome's order was
+// created and decided.
 func forgetAndTime(ctx context.Context, tx pgx.Tx, forget string, ids [][16]byte, os []outcome) error {
 	var b pgx.Batch
 	read := queueForgetAndTime(&b, forget, ids, os)
