@@ -239,7 +239,7 @@ func (s *Service) rejectOverdue(ctx context.Context) (claimed int, err error) {
 			return err
 		}
 		if len(outcomes) > 0 {
-			return forgetAndTime(ctx, tx, dropPending, ids, outcomes)
+			return dropPendingAndTime(ctx, tx, ids, outcomes)
 		}
 		_, err := tx.Exec(ctx, dropPending, ids)
 		return err

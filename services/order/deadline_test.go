@@ -211,11 +211,7 @@ func pendingRows(t *testing.T, s *Service) int {
 // statistics say, and still skip the rows a sweep holds.
 func TestForgettingDeadlinesProbesTheKey(t *testing.T) {
 	ctx := context.Background()
-	pool, err := platform.OpenDB(ctx, testenv.Database(t), nil, eventstore.Migration(), Migration())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := orderDB(t)
 	ids := make([][16]byte, 200)
 	for i := range ids {
 		ids[i] = uuid.New()
@@ -274,11 +270,7 @@ func TestForgettingDeadlinesProbesTheKey(t *testing.T) {
 // 250 sagas/s). It must probe the key, and read the right events.
 func TestDecisionTimesProbeTheKey(t *testing.T) {
 	ctx := context.Background()
-	pool, err := platform.OpenDB(ctx, testenv.Database(t), nil, eventstore.Migration(), Migration())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := orderDB(t)
 	base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	ids := make([][16]byte, 20)
 	for i := range ids {
@@ -317,6 +309,18 @@ func TestDecisionTimesProbeTheKey(t *testing.T) {
 	if got := plans.String(); strings.Contains(got, "Seq Scan on events") || !strings.Contains(got, "events_pkey") {
 		t.Errorf("reading decision times does not probe the primary key:\n%s", got)
 	}
+}
+
+// orderDB is a new database with the event store's and the order
+// service's tables.
+func orderDB(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	pool, err := platform.OpenDB(context.Background(), testenv.Database(t), nil, eventstore.Migration(), Migration())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
 }
 
 // explaining returns a connection to pool's database whose statements'

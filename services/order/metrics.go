@@ -113,44 +113,37 @@ func decisionTimesOf(os []outcome, staged []events.Envelope) {
 // their deadlines. A consumer has both times at hand (saga.go).
 const decisionTimes = `SELECT order_id, created, decided FROM order_decision_times($1::uuid[], $2::bigint[])`
 
-// forgetAndTime runs forget (a statement on $1, the orders whose deadlines
-// end: a sweep's dropPending) and fills in when each outcome's order was
-// created and decided.
-func forgetAndTime(ctx context.Context, tx pgx.Tx, forget string, ids [][16]byte, os []outcome) error {
-	var b pgx.Batch
-	read := queueForgetAndTime(&b, forget, ids, os)
-	br := tx.SendBatch(ctx, &b)
-	err := read(br)
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// queueForgetAndTime is forgetAndTime queued into b: the function it
-// returns reads the result once b is sent.
-func queueForgetAndTime(b *pgx.Batch, forget string, forgotten [][16]byte, os []outcome) func(pgx.BatchResults) error {
-	ids := make([][16]byte, len(os))
+// dropPendingAndTime ends the deadlines of the orders of ids, in a sweep's
+// transaction that holds their rows (dropPending), and fills in when each
+// outcome's order was created and decided: one round trip.
+func dropPendingAndTime(ctx context.Context, tx pgx.Tx, ids [][16]byte, os []outcome) error {
+	decided := make([][16]byte, len(os))
 	versions := make([]int64, len(os))
 	at := make(map[uuid.UUID]int, len(os))
 	for i, o := range os {
-		ids[i], versions[i], at[o.orderID] = o.orderID, o.version, i
+		decided[i], versions[i], at[o.orderID] = o.orderID, o.version, i
 	}
-	b.Queue(forget, forgotten)
-	b.Queue(decisionTimes, ids, versions)
-	return func(br pgx.BatchResults) error {
+	var b pgx.Batch
+	b.Queue(dropPending, ids)
+	b.Queue(decisionTimes, decided, versions)
+	br := tx.SendBatch(ctx, &b)
+	err := func() error {
 		if _, err := br.Exec(); err != nil {
 			return err
 		}
 		rows, _ := br.Query()
 		var id [16]byte
-		var created, decided time.Time
-		_, err := pgx.ForEachRow(rows, []any{&id, &created, &decided}, func() error {
+		var created, decidedAt time.Time
+		_, err := pgx.ForEachRow(rows, []any{&id, &created, &decidedAt}, func() error {
 			if i, ok := at[id]; ok {
-				os[i].created, os[i].decided = created, decided
+				os[i].created, os[i].decided = created, decidedAt
 			}
 			return nil
 		})
 		return err
+	}()
+	if cerr := br.Close(); err == nil {
+		err = cerr
 	}
+	return err
 }
