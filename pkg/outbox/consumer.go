@@ -1016,7 +1016,9 @@ func (c *Consumer) deadLetter(ctx context.Context, rec *kgo.Record, cause error)
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
-	c.deadLettered.Add(1)
+	// Counted once the inbox knows too (below), so that what Stats
+	// reports dead-lettered is also marked there.
+	defer c.deadLettered.Add(1)
 	// Remember it as dealt with: if its offset is not committed (a crash, a
 	// rebalance), a redelivery must not apply it after the records that
 	// followed it, nor dead-letter it twice. Only a replay applies it now.
