@@ -95,6 +95,12 @@ func TooLarge() *Problem {
 		fmt.Sprintf("request bodies are limited to %d bytes", MaxBodyBytes))
 }
 
+// Unauthorized: the request carries no valid credentials (the caller sets
+// the WWW-Authenticate challenge).
+func Unauthorized(detail string) *Problem {
+	return problem(http.StatusUnauthorized, "unauthorized", "Unauthorized", detail)
+}
+
 // Unavailable: a dependency of the service does not answer.
 func Unavailable(detail string) *Problem {
 	return problem(http.StatusServiceUnavailable, "unavailable", "Service unavailable", detail)
