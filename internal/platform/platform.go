@@ -25,6 +25,7 @@ import (
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/eventsaga/eventsaga/internal/auth"
 	"github.com/eventsaga/eventsaga/internal/httpapi"
 	"github.com/eventsaga/eventsaga/internal/pgdb"
 	"github.com/eventsaga/eventsaga/internal/pgmigrate"
@@ -85,6 +86,9 @@ type Config struct {
 	// off, unless its main built one from the OTEL_* variables
 	// (tracing.New). Not read by Load.
 	TracerProvider trace.TracerProvider
+	// Auth is how callers of the API are authenticated (AUTH_*, package
+	// auth); without keys the API is open.
+	Auth auth.Config
 }
 
 // DefaultInboxRetention is INBOX_RETENTION unless set: a week, far beyond
@@ -127,6 +131,9 @@ func Load(getenv func(string) string, d Defaults) (Config, error) {
 	}
 	var err error
 	if cfg.Logging, err = LoadLogging(getenv); err != nil {
+		return cfg, err
+	}
+	if cfg.Auth, err = auth.Load(getenv); err != nil {
 		return cfg, err
 	}
 	if cfg.ShutdownTimeout, err = time.ParseDuration(get("SHUTDOWN_TIMEOUT", "10s")); err != nil {
@@ -175,6 +182,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("kafka", strings.Join(c.KafkaBrokers, ",")),
 		slog.String("http", c.HTTPAddr),
 		slog.String("topics", c.OrdersTopic+","+c.CustomersTopic),
+		slog.Any("auth", c.Auth),
 	)
 }
 

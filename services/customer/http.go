@@ -7,6 +7,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/eventsaga/eventsaga/internal/auth"
 	"github.com/eventsaga/eventsaga/internal/httpapi"
 	"github.com/eventsaga/eventsaga/pkg/events"
 	"github.com/eventsaga/eventsaga/pkg/eventstore"
@@ -15,6 +16,7 @@ import (
 
 func (s *Service) routes() *echo.Echo {
 	e := httpapi.New(s.log, s.cfg.TracerProvider)
+	e.Use(auth.Require(s.auth))
 	e.POST("/customers", s.postCustomer)
 	e.GET("/customers/:id", s.getCustomer)
 	e.PUT("/customers/:id/credit-limit", s.putCreditLimit)

@@ -18,6 +18,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/eventsaga/eventsaga/internal/auth"
 	"github.com/eventsaga/eventsaga/internal/httpapi"
 	"github.com/eventsaga/eventsaga/internal/pgdb"
 	"github.com/eventsaga/eventsaga/internal/platform"
@@ -51,6 +52,7 @@ const snapshotSchema = "customer/v3"
 type Service struct {
 	cfg      Config
 	log      *slog.Logger
+	auth     *auth.Verifier // nil: the open API
 	registry *events.Registry
 	bb       *platform.Backbone
 	repo     *eventstore.Repository[domain.Customer]
@@ -78,6 +80,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		AggregateType: customers.AggregateType, Topic: cfg.CustomersTopic,
 		Apply: domain.Apply, SnapshotSchema: snapshotSchema,
 	}); err != nil {
+		s.bb.Pool.Close()
+		return nil, err
+	}
+	if s.auth, err = auth.New(ctx, cfg.Auth, nil, log); err != nil {
 		s.bb.Pool.Close()
 		return nil, err
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/eventsaga/eventsaga/internal/auth"
 	"github.com/eventsaga/eventsaga/internal/platform"
 	"github.com/eventsaga/eventsaga/internal/testenv"
 	"github.com/eventsaga/eventsaga/pkg/events"
@@ -50,6 +51,8 @@ type system struct {
 	// tracing, if set, is each service's tracer provider by its consumer
 	// group's plain name (see trace_test.go).
 	tracing func(group string) trace.TracerProvider
+	// auth is the services' AUTH_* settings; the zero value, an open API.
+	auth auth.Config
 }
 
 // group is the consumer group the service called name uses.
@@ -116,7 +119,7 @@ func (s *system) base(db, group string) platform.Config {
 	return platform.Config{
 		DatabaseURL: db, KafkaBrokers: s.kafka.Brokers, HTTPAddr: "127.0.0.1:0",
 		OrdersTopic: s.ordersTopic, CustomersTopic: s.customersTopic, ShutdownTimeout: 5 * time.Second,
-		ConsumerGroup: s.group(group), SnapshotEvery: 100, TracerProvider: tp,
+		ConsumerGroup: s.group(group), SnapshotEvery: 100, TracerProvider: tp, Auth: s.auth,
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/eventsaga/eventsaga/internal/auth"
 	"github.com/eventsaga/eventsaga/internal/httpapi"
 	"github.com/eventsaga/eventsaga/pkg/events/orders"
 	"github.com/eventsaga/eventsaga/pkg/eventstore"
@@ -22,6 +23,7 @@ const MaxIdempotencyKeyLength = 255
 
 func (s *Service) routes() *echo.Echo {
 	e := httpapi.New(s.log, s.cfg.TracerProvider)
+	e.Use(auth.Require(s.auth))
 	e.POST("/orders", s.postOrder)
 	e.GET("/orders/:id", s.getOrder)
 	e.GET("/orders/:id/events", s.getEvents)

@@ -25,6 +25,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/eventsaga/eventsaga/internal/auth"
 	"github.com/eventsaga/eventsaga/internal/httpapi"
 	"github.com/eventsaga/eventsaga/internal/pgdb"
 	"github.com/eventsaga/eventsaga/internal/pgmigrate"
@@ -118,6 +119,7 @@ func (c Config) Validate() error {
 type Service struct {
 	cfg      Config
 	log      *slog.Logger
+	auth     *auth.Verifier // nil: the open API
 	registry *events.Registry
 	bb       *platform.Backbone
 	repo     *eventstore.Repository[domain.Order]
@@ -158,6 +160,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		AggregateType: orders.AggregateType, Topic: cfg.OrdersTopic,
 		Apply: domain.Apply, SnapshotSchema: "order/v1",
 	}); err != nil {
+		s.bb.Pool.Close()
+		return nil, err
+	}
+	if s.auth, err = auth.New(ctx, cfg.Auth, nil, log); err != nil {
 		s.bb.Pool.Close()
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/eventsaga/eventsaga/internal/auth"
 	"github.com/eventsaga/eventsaga/internal/httpapi"
 	"github.com/eventsaga/eventsaga/pkg/events"
 	"github.com/eventsaga/eventsaga/pkg/events/orders"
@@ -35,6 +36,7 @@ const DefaultStuckAfter = 10 * time.Second
 
 func (s *Service) routes() *echo.Echo {
 	e := httpapi.New(s.log, s.cfg.TracerProvider)
+	e.Use(auth.Require(s.auth))
 	e.GET("/orders/:id", s.getOrder)
 	e.GET("/orders", s.listOrders)
 	e.GET("/customers/:id", s.getCustomer)

@@ -28,6 +28,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/eventsaga/eventsaga/internal/auth"
 	"github.com/eventsaga/eventsaga/internal/pgdb"
 	"github.com/eventsaga/eventsaga/internal/pgmigrate"
 	"github.com/eventsaga/eventsaga/internal/platform"
@@ -59,6 +60,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 type Service struct {
 	cfg      Config
 	log      *slog.Logger
+	auth     *auth.Verifier // nil: the open API
 	registry *events.Registry
 	// pool serves queries; projPool is the projection's own, so that a
 	// crowd of queries can never make the projection wait for a connection
@@ -119,6 +121,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	if s.kafka, err = kgo.NewClient(kgo.SeedBrokers(cfg.KafkaBrokers...)); err != nil {
 		s.pool.Close()
 		s.projPool.Close()
+		return nil, err
+	}
+	if s.auth, err = auth.New(ctx, cfg.Auth, nil, log); err != nil {
+		s.pool.Close()
+		s.projPool.Close()
+		s.kafka.Close()
 		return nil, err
 	}
 	s.http = s.routes()
