@@ -4,11 +4,15 @@ GO      ?= go
 # The projector's database as make run sets it up (devstack: "readmodel").
 READMODEL_URL ?= postgres://postgres:postgres@127.0.0.1:5432/readmodel?sslmode=disable
 
-.PHONY: run jaeger trace build test test-kafka chaos chaos-kafka bench bench-saga lint devbroker devpostgres kafka kafka-cluster rebuild demo watch
+.PHONY: run token jaeger trace build test test-kafka chaos chaos-kafka bench bench-saga lint devbroker devpostgres kafka kafka-cluster rebuild demo watch
 
 ## run: the dev Kafka broker (127.0.0.1:9092), the services (order :8080, customer :8081, projector :8082) and, unless DATABASE_URL is set or a Postgres answers on 127.0.0.1:5432, an embedded PostgreSQL (data in .postgres); Ctrl-C stops all
 run: build
 	exec bin/devstack -bin bin -data .devbroker -pgdata .postgres
+
+## token: a development bearer token signed with AUTH_HS256_SECRET (the services' secret): make token CUSTOMER=<customer id>, or make token ADMIN=1
+token:
+	@$(GO) build -o bin/ ./cmd/token && bin/token $(if $(ADMIN),-admin,-customer '$(CUSTOMER)')
 
 ## jaeger: Jaeger all-in-one (traces kept in memory), built from the Go module proxy into bin/jaeger on first use (minutes; pinned in deploy/jaeger/go.mod); OTLP on 127.0.0.1:4317 (gRPC) and 4318 (HTTP), the query API on :16686 (this build has no web UI); a make run started after it exports its traces there; Ctrl-C stops it
 jaeger: bin/jaeger
