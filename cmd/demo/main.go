@@ -21,6 +21,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/eventsaga/eventsaga/internal/auth"
 	"github.com/eventsaga/eventsaga/internal/sagalog"
 	"github.com/eventsaga/eventsaga/pkg/events"
 )
@@ -42,6 +43,13 @@ func main() {
 
 func run() error {
 	ctx := context.Background()
+	// With the services' AUTH_HS256_SECRET (or AUTH_TOKEN) set, the demo
+	// calls them as an admin.
+	tok, err := auth.ToolToken(os.Getenv)
+	if err != nil {
+		return err
+	}
+	http.DefaultClient.Transport = auth.WithToken(http.DefaultClient.Transport, tok)
 	// Watch from the topics' current end, so that only the demo's events show.
 	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(*brokers, ",")...),
 		kgo.ConsumeTopics("orders.events", "customers.events"), kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()))

@@ -33,6 +33,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/eventsaga/eventsaga/internal/auth"
 	"github.com/eventsaga/eventsaga/internal/pgbench"
 	"github.com/eventsaga/eventsaga/internal/pgdb"
 	"github.com/eventsaga/eventsaga/pkg/events"
@@ -78,7 +79,11 @@ func envOr(k, def string) string {
 }
 
 func run(ctx context.Context, cfg config) error {
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: cfg.concurrency * 2}}
+	tok, err := auth.ToolToken(os.Getenv) // an admin's, when the services run with AUTH_*
+	if err != nil {
+		return err
+	}
+	client := &http.Client{Timeout: 30 * time.Second, Transport: auth.WithToken(&http.Transport{MaxIdleConnsPerHost: cfg.concurrency * 2}, tok)}
 	var tps float64
 	if cfg.pgbench {
 		var err error

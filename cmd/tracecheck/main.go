@@ -22,6 +22,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/eventsaga/eventsaga/internal/auth"
 )
 
 var (
@@ -33,6 +35,12 @@ var (
 
 func main() {
 	flag.Parse()
+	tok, err := auth.ToolToken(os.Getenv) // the services' AUTH_* settings, if any
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tracecheck:", err)
+		os.Exit(1)
+	}
+	client.Transport = auth.WithToken(client.Transport, tok)
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "tracecheck:", err)
 		os.Exit(1)

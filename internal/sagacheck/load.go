@@ -15,11 +15,14 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/eventsaga/eventsaga/internal/auth"
 )
 
 // Endpoints is where the system answers. Several URLs of one service are
@@ -67,9 +70,12 @@ type client struct {
 	retried atomic.Int64
 }
 
+// newClient's requests carry an admin's token when the services run with
+// AUTH_* settings (auth.ToolToken); a token that cannot be minted is none.
 func newClient() *client {
+	tok, _ := auth.ToolToken(os.Getenv)
 	return &client{http: &http.Client{Timeout: 10 * time.Second,
-		Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second}}}
+		Transport: auth.WithToken(&http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second}, tok)}}
 }
 
 // errStatus is an answer that is final: retrying it would not change it.
