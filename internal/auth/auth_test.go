@@ -335,7 +335,7 @@ func must[T any](v T, err error) T {
 func TestRequire(t *testing.T) {
 	v := hsVerifier(t, Config{})
 	e := httpapi.New(quiet, nil)
-	e.Use(Require(v))
+	e.Use(Require(v, Rules{"POST /orders": AnyCaller}))
 	var reached atomic.Int32
 	var got Principal
 	e.POST("/orders", func(c echo.Context) error {
@@ -392,11 +392,110 @@ func TestRequire(t *testing.T) {
 
 	// Without a verifier the API is open.
 	open := httpapi.New(quiet, nil)
-	open.Use(Require(nil))
+	open.Use(Require(nil, nil))
 	open.POST("/orders", func(c echo.Context) error { return c.NoContent(http.StatusCreated) })
 	rec := httptest.NewRecorder()
 	open.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/orders", nil))
 	if rec.Code != http.StatusCreated {
 		t.Errorf("open API: %d", rec.Code)
+	}
+}
+
+// The rules: AdminOnly (and a route without a rule) refuses customers
+// before the handler; OwnerOrAdmin lets a customer through to the handler,
+// where Owns admits the owner only; AnyCaller lets anyone through, and
+// Scope narrows a customer to itself.
+func TestRules(t *testing.T) {
+	v := hsVerifier(t, Config{})
+	e := httpapi.New(quiet, nil)
+	e.Use(Require(v, Rules{
+		"POST /back-office":    AdminOnly,
+		"GET /things/:id":      OwnerOrAdmin,
+		"GET /things":          AnyCaller,
+		"GET /owned-elsewhere": AnyCaller,
+	}))
+	owner, other := uuid.New(), uuid.New()
+	handler := func(c echo.Context) error {
+		if err := Owns(c, owner); err != nil {
+			return err
+		}
+		return c.NoContent(http.StatusOK)
+	}
+	e.POST("/back-office", handler)
+	e.GET("/things/:id", handler)
+	e.GET("/owned-elsewhere", handler) // Owns on a route that is not OwnerOrAdmin
+	e.GET("/unlisted", handler)
+	e.GET("/things", func(c echo.Context) error {
+		who, all := Scope(c)
+		if all {
+			return c.String(http.StatusOK, "all")
+		}
+		return c.String(http.StatusOK, who.String())
+	})
+	token := func(sub uuid.UUID, admin bool) string {
+		tok, err := Mint(secret, sub, admin, time.Minute, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "Bearer " + tok
+	}
+	for _, tc := range []struct {
+		method, path string
+		authz        string
+		want         int
+		body         string
+	}{
+		{http.MethodPost, "/back-office", token(other, true), http.StatusOK, ""},
+		{http.MethodPost, "/back-office", token(owner, false), http.StatusForbidden, ""},
+		{http.MethodGet, "/unlisted", token(owner, false), http.StatusForbidden, ""},
+		{http.MethodGet, "/unlisted", token(other, true), http.StatusOK, ""},
+		{http.MethodGet, "/things/x", token(owner, false), http.StatusOK, ""},
+		{http.MethodGet, "/things/x", token(other, false), http.StatusForbidden, ""},
+		{http.MethodGet, "/things/x", token(other, true), http.StatusOK, ""},
+		{http.MethodGet, "/owned-elsewhere", token(owner, false), http.StatusForbidden, ""},
+		{http.MethodGet, "/things", token(other, false), http.StatusOK, other.String()},
+		{http.MethodGet, "/things", token(other, true), http.StatusOK, "all"},
+	} {
+		req := httptest.NewRequest(tc.method, tc.path, nil)
+		req.Header.Set("Authorization", tc.authz)
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, req)
+		if rec.Code != tc.want || (tc.body != "" && rec.Body.String() != tc.body) {
+			t.Errorf("%s %s: %d %s, want %d %s", tc.method, tc.path, rec.Code, rec.Body, tc.want, tc.body)
+		}
+		if rec.Code == http.StatusForbidden && !strings.Contains(rec.Body.String(), "urn:eventsaga:problem:forbidden") {
+			t.Errorf("%s %s: a 403 without its problem: %s", tc.method, tc.path, rec.Body)
+		}
+	}
+}
+
+// The project's clients send AUTH_TOKEN, or an admin's token minted with
+// AUTH_HS256_SECRET, or nothing.
+func TestToolToken(t *testing.T) {
+	v := hsVerifier(t, Config{})
+	env := func(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
+	tok, err := ToolToken(env(map[string]string{"AUTH_HS256_SECRET": secret}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { got = r.Header.Get("Authorization") }))
+	defer srv.Close()
+	resp, err := (&http.Client{Transport: WithToken(nil, tok)}).Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if p, err := v.Verify(context.Background(), got); err != nil || !p.Admin {
+		t.Errorf("sent %q: %+v, %v", got, p, err)
+	}
+	if tok, _ := ToolToken(env(map[string]string{"AUTH_TOKEN": "given", "AUTH_HS256_SECRET": secret})); tok != "given" {
+		t.Errorf("AUTH_TOKEN not preferred: %q", tok)
+	}
+	if tok, err := ToolToken(env(nil)); tok != "" || err != nil {
+		t.Errorf("without settings: %q, %v", tok, err)
+	}
+	if rt := WithToken(http.DefaultTransport, ""); rt != http.DefaultTransport {
+		t.Error("no token, yet the transport was wrapped")
 	}
 }

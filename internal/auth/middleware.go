@@ -2,7 +2,9 @@ package auth
 
 import (
 	"errors"
+	"fmt"
 
+	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
 	"github.com/eventsaga/eventsaga/internal/httpapi"
@@ -12,13 +14,38 @@ import (
 // none, and what they show is not the business's.
 var Open = []string{"/healthz", "/readyz", "/metrics"}
 
-const principalKey = "auth.principal"
+// Rule is who may call a route.
+type Rule int
+
+const (
+	// AdminOnly: admins only (back office: registering customers, credit
+	// limits, the operators' views).
+	AdminOnly Rule = iota + 1
+	// OwnerOrAdmin: admins, and the customer the resource belongs to,
+	// which the handler names once it knows it (Owns).
+	OwnerOrAdmin
+	// AnyCaller: every verified caller; the handler shows a customer only
+	// what is theirs (Scope).
+	AnyCaller
+)
+
+// Rules is a service's access table, by "METHOD /route" as the service
+// registers its routes: the one place a service says who may do what. A
+// route missing from it is AdminOnly.
+type Rules map[string]Rule
+
+const (
+	principalKey = "auth.principal"
+	ruleKey      = "auth.rule"
+)
 
 // Require returns the middleware that lets a request through only with a
-// valid token (v nil: every request, the open API), and puts its Principal
-// where Caller finds it. A missing or invalid token is a 401 problem with a
-// WWW-Authenticate challenge (RFC 6750), before any handler runs.
-func Require(v *Verifier) echo.MiddlewareFunc {
+// valid token that rules allow (v nil: every request, the open API), and
+// puts its caller where Owns, Scope and Caller find it. A missing or invalid
+// token is a 401 problem with a WWW-Authenticate challenge (RFC 6750), a
+// customer on an AdminOnly route a 403 problem, both before any handler
+// runs.
+func Require(v *Verifier, rules Rules) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		if v == nil {
 			return next
@@ -38,7 +65,15 @@ func Require(v *Verifier) echo.MiddlewareFunc {
 				c.Response().Header().Set(echo.HeaderWWWAuthenticate, challenge)
 				return httpapi.Unauthorized(err.Error())
 			}
+			rule, ok := rules[c.Request().Method+" "+c.Path()]
+			if !ok {
+				rule = AdminOnly
+			}
+			if rule == AdminOnly && !who.Admin {
+				return httpapi.Forbidden("only an admin may do this")
+			}
 			c.Set(principalKey, who)
+			c.Set(ruleKey, rule)
 			return next(c)
 		}
 	}
@@ -49,4 +84,28 @@ func Require(v *Verifier) echo.MiddlewareFunc {
 func Caller(c echo.Context) (p Principal, ok bool) {
 	p, ok = c.Get(principalKey).(Principal)
 	return p, ok
+}
+
+// Owns reports, as a 403 problem, a caller who may not act on a resource
+// of customer: a customer other than it, or any customer where the route
+// is not OwnerOrAdmin. Admins and the open API may.
+func Owns(c echo.Context, customer uuid.UUID) error {
+	p, ok := Caller(c)
+	if !ok || p.Admin {
+		return nil
+	}
+	if rule, _ := c.Get(ruleKey).(Rule); rule != OwnerOrAdmin || p.Subject != customer {
+		return httpapi.Forbidden(fmt.Sprintf("this belongs to another customer than %s", p.Subject))
+	}
+	return nil
+}
+
+// Scope is whose resources the caller may see: all (admins, the open API),
+// or those of customer only.
+func Scope(c echo.Context) (customer uuid.UUID, all bool) {
+	p, ok := Caller(c)
+	if !ok || p.Admin {
+		return uuid.Nil, true
+	}
+	return p.Subject, false
 }

@@ -101,6 +101,11 @@ func Unauthorized(detail string) *Problem {
 	return problem(http.StatusUnauthorized, "unauthorized", "Unauthorized", detail)
 }
 
+// Forbidden: the caller is known but may not do this.
+func Forbidden(detail string) *Problem {
+	return problem(http.StatusForbidden, "forbidden", "Forbidden", detail)
+}
+
 // Unavailable: a dependency of the service does not answer.
 func Unavailable(detail string) *Problem {
 	return problem(http.StatusServiceUnavailable, "unavailable", "Service unavailable", detail)

@@ -16,13 +16,23 @@ import (
 
 func (s *Service) routes() *echo.Echo {
 	e := httpapi.New(s.log, s.cfg.TracerProvider)
-	e.Use(auth.Require(s.auth))
+	e.Use(auth.Require(s.auth, access))
 	e.POST("/customers", s.postCustomer)
 	e.GET("/customers/:id", s.getCustomer)
 	e.PUT("/customers/:id/credit-limit", s.putCreditLimit)
 	e.GET("/customers/:id/events", s.getEvents)
 	httpapi.Health(e, s.bb.Ready)
 	return e
+}
+
+// access is who may call each route (package auth): registering customers
+// and setting credit limits is the back office's; a customer reads its own
+// record only.
+var access = auth.Rules{
+	"POST /customers":                 auth.AdminOnly,
+	"GET /customers/:id":              auth.OwnerOrAdmin,
+	"PUT /customers/:id/credit-limit": auth.AdminOnly,
+	"GET /customers/:id/events":       auth.OwnerOrAdmin,
 }
 
 // Handler is the service's REST API, for tests that serve it themselves.
@@ -54,6 +64,9 @@ func (s *Service) getCustomer(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := auth.Owns(c, id); err != nil {
+		return err
+	}
 	v, err := s.Get(c.Request().Context(), id)
 	if err != nil {
 		return problem(err)
@@ -76,6 +89,9 @@ func (s *Service) putCreditLimit(c echo.Context) error {
 func (s *Service) getEvents(c echo.Context) error {
 	id, err := httpapi.ParseUUID("id", c.Param("id"))
 	if err != nil {
+		return err
+	}
+	if err := auth.Owns(c, id); err != nil {
 		return err
 	}
 	evs, err := s.Events(c.Request().Context(), id)

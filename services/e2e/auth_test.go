@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -119,4 +120,128 @@ func rawSend(t *testing.T, method, url, body string, headers ...string) (int, []
 	var b strings.Builder
 	_, _ = io.Copy(&b, resp.Body)
 	return resp.StatusCode, []byte(b.String()), resp.Header
+}
+
+// Who may do what, across the three services: an admin everything; a
+// customer its own orders and record, nothing of another customer's and
+// nothing of the back office's. Every refusal is a 403 problem and writes
+// nothing.
+func TestWhoMayDoWhat(t *testing.T) {
+	s := startSystem(t, func(s *system) { s.auth = auth.Config{HS256Secret: testSecret} })
+	token := func(sub uuid.UUID, admin bool) string {
+		tok, err := auth.Mint(testSecret, sub, admin, time.Hour, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "Bearer " + tok
+	}
+	admin := token(uuid.New(), true)
+	register := func(name string) uuid.UUID {
+		var reg struct {
+			CustomerID uuid.UUID `json:"customer_id"`
+		}
+		mustCall(t, http.StatusCreated, &reg, http.MethodPost, s.customer.url+"/customers", `{"name": "`+name+`", "credit_limit": "1000.00"}`, "Authorization", admin)
+		return reg.CustomerID
+	}
+	a, b := register("A"), register("B")
+	asA, asB := token(a, false), token(b, false)
+	orderBody := func(c uuid.UUID) string {
+		return `{"customer_id": "` + c.String() + `", "items": [{"product_id": "apple", "quantity": 1, "unit_price": "10.00"}]}`
+	}
+	place := func(as string, c uuid.UUID) uuid.UUID {
+		var o orderView
+		mustCall(t, http.StatusCreated, &o, http.MethodPost, s.order.url+"/orders", orderBody(c), "Authorization", as)
+		return o.OrderID
+	}
+	oa, ob := place(asA, a), place(asB, b)
+	mustCall(t, http.StatusOK, nil, http.MethodGet, s.projector.url+"/orders/"+oa.String()+"?min_version=2", "", "Authorization", admin)
+	mustCall(t, http.StatusOK, nil, http.MethodGet, s.projector.url+"/orders/"+ob.String()+"?min_version=2", "", "Authorization", admin)
+
+	// Each row: a request on A's resources (or the back office's), and
+	// what an admin, A and B get.
+	type who struct{ admin, owner, other int }
+	const ok, created, no = http.StatusOK, http.StatusCreated, http.StatusForbidden
+	rows := []struct {
+		method, url, body string
+		want              who
+	}{
+		{http.MethodPost, s.order.url + "/orders", orderBody(a), who{created, created, no}},
+		{http.MethodGet, s.order.url + "/orders/" + oa.String(), "", who{ok, ok, no}},
+		{http.MethodGet, s.order.url + "/orders/" + oa.String() + "?version=1", "", who{ok, ok, no}},
+		{http.MethodGet, s.order.url + "/orders/" + oa.String() + "/events", "", who{ok, ok, no}},
+		{http.MethodPost, s.customer.url + "/customers", `{"name": "C", "credit_limit": "1.00"}`, who{created, no, no}},
+		{http.MethodGet, s.customer.url + "/customers/" + a.String(), "", who{ok, ok, no}},
+		{http.MethodPut, s.customer.url + "/customers/" + a.String() + "/credit-limit", `{"credit_limit": "2000.00"}`, who{ok, no, no}},
+		{http.MethodGet, s.customer.url + "/customers/" + a.String() + "/events", "", who{ok, ok, no}},
+		{http.MethodGet, s.projector.url + "/orders/" + oa.String(), "", who{ok, ok, no}},
+		{http.MethodGet, s.projector.url + "/orders?customer_id=" + a.String(), "", who{ok, ok, no}},
+		{http.MethodGet, s.projector.url + "/customers/" + a.String(), "", who{ok, ok, no}},
+		{http.MethodGet, s.projector.url + "/sagas/stuck", "", who{ok, no, no}},
+		{http.MethodGet, s.projector.url + "/status", "", who{ok, no, no}},
+		{http.MethodGet, s.projector.url + "/ui", "", who{ok, no, no}},
+	}
+	// The events a request itself appends (the sagas of the orders placed
+	// above append others meanwhile).
+	events := func() int {
+		var n, m int
+		const q = `SELECT count(*) FROM events WHERE event_type IN ('OrderCreated', 'OrderCancelled', 'CustomerRegistered', 'CreditLimitChanged')`
+		if err := s.orderPool.QueryRow(context.Background(), q).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.customerPool.QueryRow(context.Background(), q).Scan(&m); err != nil {
+			t.Fatal(err)
+		}
+		return n + m
+	}
+	for _, r := range rows {
+		for _, as := range []struct {
+			name, authz string
+			want        int
+		}{{"admin", admin, r.want.admin}, {"owner", asA, r.want.owner}, {"other", asB, r.want.other}} {
+			before := events()
+			status, body, _ := rawSend(t, r.method, r.url, r.body, "Authorization", as.authz)
+			if status != as.want {
+				t.Errorf("%s %s as %s: %d %s, want %d", r.method, r.url, as.name, status, body, as.want)
+				continue
+			}
+			if status == no {
+				var p httpapi.Problem
+				if json.Unmarshal(body, &p) != nil || p.Type != "urn:eventsaga:problem:forbidden" {
+					t.Errorf("%s %s as %s: a 403 without its problem: %s", r.method, r.url, as.name, body)
+				}
+				if n := events(); n != before {
+					t.Errorf("%s %s as %s: refused, yet %d events were written", r.method, r.url, as.name, n-before)
+				}
+			}
+		}
+	}
+
+	// The list shows a customer its own orders only.
+	var page struct {
+		Orders []orderView `json:"orders"`
+	}
+	mustCall(t, http.StatusOK, &page, http.MethodGet, s.projector.url+"/orders", "", "Authorization", asB)
+	for _, o := range page.Orders {
+		if o.CustomerID != b {
+			t.Errorf("B's list holds an order of %s", o.CustomerID)
+		}
+	}
+	if len(page.Orders) == 0 {
+		t.Error("B's list is empty; it placed an order")
+	}
+	mustCall(t, http.StatusOK, &page, http.MethodGet, s.projector.url+"/orders", "", "Authorization", admin)
+	seen := map[uuid.UUID]bool{}
+	for _, o := range page.Orders {
+		seen[o.CustomerID] = true
+	}
+	if !seen[a] || !seen[b] {
+		t.Errorf("the admin's list: customers %v, want A's and B's orders", seen)
+	}
+
+	// Cancelling: B may not cancel A's order; A may; an admin may cancel B's.
+	if status, body, _ := rawSend(t, http.MethodPost, s.order.url+"/orders/"+oa.String()+"/cancel", "", "Authorization", asB); status != no {
+		t.Errorf("B cancelled A's order: %d %s", status, body)
+	}
+	mustCall(t, http.StatusOK, nil, http.MethodPost, s.order.url+"/orders/"+oa.String()+"/cancel", "", "Authorization", asA)
+	mustCall(t, http.StatusOK, nil, http.MethodPost, s.order.url+"/orders/"+ob.String()+"/cancel", "", "Authorization", admin)
 }

@@ -23,13 +23,36 @@ const MaxIdempotencyKeyLength = 255
 
 func (s *Service) routes() *echo.Echo {
 	e := httpapi.New(s.log, s.cfg.TracerProvider)
-	e.Use(auth.Require(s.auth))
+	e.Use(auth.Require(s.auth, access))
 	e.POST("/orders", s.postOrder)
 	e.GET("/orders/:id", s.getOrder)
 	e.GET("/orders/:id/events", s.getEvents)
 	e.POST("/orders/:id/cancel", s.postCancel)
 	httpapi.Health(e, s.bb.Ready)
 	return e
+}
+
+// access is who may call each route (package auth): a customer places,
+// reads and cancels its own orders only; an admin, any.
+var access = auth.Rules{
+	"POST /orders":            auth.OwnerOrAdmin, // the body's customer_id
+	"GET /orders/:id":         auth.OwnerOrAdmin,
+	"GET /orders/:id/events":  auth.OwnerOrAdmin,
+	"POST /orders/:id/cancel": auth.OwnerOrAdmin,
+}
+
+// mayActOn is auth.Owns for the order id, which it reads only when the
+// caller is a customer: a customer may not learn, by a 403 or a 404, more
+// about another's order than that it is not theirs.
+func (s *Service) mayActOn(c echo.Context, id uuid.UUID) error {
+	if _, all := auth.Scope(c); all {
+		return nil
+	}
+	v, err := s.Get(c.Request().Context(), id)
+	if err != nil {
+		return problem(err)
+	}
+	return auth.Owns(c, v.CustomerID)
 }
 
 // Handler is the service's REST API, for tests that serve it themselves.
@@ -51,6 +74,9 @@ type itemRequest struct {
 func (s *Service) postOrder(c echo.Context) error {
 	cmd, err := placeCommand(c)
 	if err != nil {
+		return err
+	}
+	if err := auth.Owns(c, cmd.CustomerID); err != nil {
 		return err
 	}
 	placed, err := s.Place(c.Request().Context(), cmd)
@@ -171,6 +197,9 @@ func (s *Service) getOrder(c echo.Context) error {
 	if err != nil {
 		return problem(err)
 	}
+	if err := auth.Owns(c, v.CustomerID); err != nil {
+		return err
+	}
 	return c.JSON(http.StatusOK, v)
 }
 
@@ -216,6 +245,9 @@ func (s *Service) getEvents(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := s.mayActOn(c, id); err != nil {
+		return err
+	}
 	evs, err := s.Events(c.Request().Context(), id)
 	if err != nil {
 		return problem(err)
@@ -226,6 +258,9 @@ func (s *Service) getEvents(c echo.Context) error {
 func (s *Service) postCancel(c echo.Context) error {
 	id, err := httpapi.ParseUUID("id", c.Param("id"))
 	if err != nil {
+		return err
+	}
+	if err := s.mayActOn(c, id); err != nil {
 		return err
 	}
 	v, err := s.Cancel(c.Request().Context(), id, httpapi.TraceParent(c))

@@ -36,7 +36,7 @@ const DefaultStuckAfter = 10 * time.Second
 
 func (s *Service) routes() *echo.Echo {
 	e := httpapi.New(s.log, s.cfg.TracerProvider)
-	e.Use(auth.Require(s.auth))
+	e.Use(auth.Require(s.auth, access))
 	e.GET("/orders/:id", s.getOrder)
 	e.GET("/orders", s.listOrders)
 	e.GET("/customers/:id", s.getCustomer)
@@ -45,6 +45,17 @@ func (s *Service) routes() *echo.Echo {
 	newUI(s).register(e) // the saga view, /ui (ui.go)
 	httpapi.Health(e, s.ready)
 	return e
+}
+
+// access is who may call each route (package auth): a customer reads its
+// own orders and record; the operators' views (stuck sagas, status, the
+// saga view under /ui, which has no entry here) are admins'.
+var access = auth.Rules{
+	"GET /orders/:id":    auth.OwnerOrAdmin,
+	"GET /orders":        auth.AnyCaller, // a customer's own only (listOrders)
+	"GET /customers/:id": auth.OwnerOrAdmin,
+	"GET /sagas/stuck":   auth.AdminOnly,
+	"GET /status":        auth.AdminOnly,
 }
 
 // Handler is the API, for tests that serve it themselves.
@@ -76,6 +87,11 @@ func (s *Service) getOrder(c echo.Context) error {
 		return err
 	}
 	row, err := s.awaitOrder(c.Request().Context(), id, min)
+	if err == nil {
+		if err := auth.Owns(c, row.CustomerID); err != nil {
+			return err
+		}
+	}
 	switch {
 	case errors.Is(err, ErrNotFound) && min > 0:
 		return httpapi.NotFound(fmt.Sprintf("the read model has no such order, and did not reach version %d of it within %v", min, MinVersionWait))
@@ -138,6 +154,12 @@ func (s *Service) listOrders(c echo.Context) error {
 	f, err := parseListQuery(c)
 	if err != nil {
 		return err
+	}
+	if customer, all := auth.Scope(c); !all {
+		if f.CustomerID != uuid.Nil && f.CustomerID != customer {
+			return httpapi.Forbidden("a customer may list its own orders only")
+		}
+		f.CustomerID = customer
 	}
 	rows, err := generation(s.gen.Load()).listOrders(c.Request().Context(), s.pool, f)
 	if err != nil {
@@ -239,6 +261,9 @@ func pageOf(rows []OrderRow, limit int) orderPage {
 func (s *Service) getCustomer(c echo.Context) error {
 	id, err := httpapi.ParseUUID("id", c.Param("id"))
 	if err != nil {
+		return err
+	}
+	if err := auth.Owns(c, id); err != nil {
 		return err
 	}
 	v, err := generation(s.gen.Load()).customer(c.Request().Context(), s.pool, id)
