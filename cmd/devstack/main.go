@@ -176,6 +176,14 @@ func run(log *slog.Logger) error {
 			s.env = append(s.env, "GOMAXPROCS=1")
 		}
 	}
+	if _, set := os.LookupEnv("WRITE_RATE_LIMIT"); !set {
+		// The load generator and the benchmarks write thousands a second
+		// from one address: the services' per-caller limit (50/s) is
+		// lifted here unless the environment sets it.
+		for _, s := range svcs {
+			s.env = append(s.env, "WRITE_RATE_LIMIT=off")
+		}
+	}
 	for _, s := range procs {
 		if c, err := net.DialTimeout("tcp", s.addr, 200*time.Millisecond); err == nil {
 			c.Close()

@@ -60,6 +60,9 @@ type Config struct {
 	// Issuer and Audience, when set, must be the token's iss and one of
 	// its aud (AUTH_ISSUER, AUTH_AUDIENCE).
 	Issuer, Audience string
+	// Limits hold each caller's writes to a rate (WRITE_RATE_LIMIT,
+	// WRITE_RATE_BURST); the zero value, none.
+	Limits Limits
 }
 
 // Load reads Config from getenv.
@@ -69,6 +72,10 @@ func Load(getenv func(string) string) (Config, error) {
 		HS256Secret: getenv("AUTH_HS256_SECRET"),
 		Issuer:      strings.TrimSpace(getenv("AUTH_ISSUER")),
 		Audience:    strings.TrimSpace(getenv("AUTH_AUDIENCE")),
+	}
+	var err error
+	if c.Limits, err = LoadLimits(getenv); err != nil {
+		return c, err
 	}
 	return c, c.Validate()
 }
@@ -90,10 +97,15 @@ func (c Config) Validate() error {
 // Enabled reports whether tokens are required.
 func (c Config) Enabled() bool { return c.JWKSURL != "" || c.HS256Secret != "" }
 
-// LogValue says how callers are authenticated, without the secret.
+// LogValue says how callers are authenticated and limited, without the
+// secret.
 func (c Config) LogValue() slog.Value {
+	limit := "off"
+	if c.Limits.WriteRate > 0 {
+		limit = fmt.Sprintf("%g writes/s per caller", c.Limits.WriteRate)
+	}
 	if !c.Enabled() {
-		return slog.StringValue("OFF (open API)")
+		return slog.GroupValue(slog.String("tokens", "OFF (open API)"), slog.String("write_limit", limit))
 	}
 	var keys []string
 	if c.HS256Secret != "" {
@@ -103,7 +115,7 @@ func (c Config) LogValue() slog.Value {
 		keys = append(keys, "JWKS "+c.JWKSURL)
 	}
 	return slog.GroupValue(slog.String("keys", strings.Join(keys, ", ")),
-		slog.String("issuer", c.Issuer), slog.String("audience", c.Audience))
+		slog.String("issuer", c.Issuer), slog.String("audience", c.Audience), slog.String("write_limit", limit))
 }
 
 // Principal is who a verified token says is calling.

@@ -106,6 +106,12 @@ func Forbidden(detail string) *Problem {
 	return problem(http.StatusForbidden, "forbidden", "Forbidden", detail)
 }
 
+// TooManyRequests: the caller is over its rate limit (the caller sets
+// Retry-After).
+func TooManyRequests(detail string) *Problem {
+	return problem(http.StatusTooManyRequests, "too-many-requests", "Too many requests", detail)
+}
+
 // Unavailable: a dependency of the service does not answer.
 func Unavailable(detail string) *Problem {
 	return problem(http.StatusServiceUnavailable, "unavailable", "Service unavailable", detail)

@@ -16,7 +16,7 @@ import (
 
 func (s *Service) routes() *echo.Echo {
 	e := httpapi.New(s.log, s.cfg.TracerProvider)
-	e.Use(auth.Require(s.auth, access))
+	e.Use(auth.Require(s.auth, access), auth.Limit(s.cfg.Auth.Limits))
 	e.POST("/customers", s.postCustomer)
 	e.GET("/customers/:id", s.getCustomer)
 	e.PUT("/customers/:id/credit-limit", s.putCreditLimit)

@@ -23,7 +23,7 @@ const MaxIdempotencyKeyLength = 255
 
 func (s *Service) routes() *echo.Echo {
 	e := httpapi.New(s.log, s.cfg.TracerProvider)
-	e.Use(auth.Require(s.auth, access))
+	e.Use(auth.Require(s.auth, access), auth.Limit(s.cfg.Auth.Limits))
 	e.POST("/orders", s.postOrder)
 	e.GET("/orders/:id", s.getOrder)
 	e.GET("/orders/:id/events", s.getEvents)

@@ -36,7 +36,7 @@ const DefaultStuckAfter = 10 * time.Second
 
 func (s *Service) routes() *echo.Echo {
 	e := httpapi.New(s.log, s.cfg.TracerProvider)
-	e.Use(auth.Require(s.auth, access))
+	e.Use(auth.Require(s.auth, access), auth.Limit(s.cfg.Auth.Limits))
 	e.GET("/orders/:id", s.getOrder)
 	e.GET("/orders", s.listOrders)
 	e.GET("/customers/:id", s.getCustomer)
