@@ -23,6 +23,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -55,6 +57,7 @@ func main() {
 // service is one process of the stack, started again if it is restarted.
 type service struct {
 	name    string
+	db      string // its database (the services), for its DATABASE_URL
 	addr    string // host:port it serves on
 	env     []string
 	ready   string        // URL that answers 200 when it is up; "" for the broker
@@ -146,11 +149,11 @@ func run(log *slog.Logger) error {
 			}
 			port := *httpPort + k.offset + 3*i
 			s := &service{
-				name: name, addr: fmt.Sprintf("127.0.0.1:%d", port), ready: fmt.Sprintf("http://127.0.0.1:%d/readyz", port),
+				name: name, db: *dbPrefix + k.db, addr: fmt.Sprintf("127.0.0.1:%d", port), ready: fmt.Sprintf("http://127.0.0.1:%d/readyz", port),
 				path: filepath.Join(*bin, k.name), restart: *restart,
 				// Static members of their groups: a restarted instance
 				// takes its partitions back without a rebalance.
-				env: append([]string{"DATABASE_URL=" + pgdb.WithDatabase(server, *dbPrefix+k.db), "CONSUMER_INSTANCE_ID=" + name}, traceEnv...),
+				env: append([]string{"CONSUMER_INSTANCE_ID=" + name}, traceEnv...),
 			}
 			if os.Getenv("OTEL_RESOURCE_ATTRIBUTES") == "" {
 				s.env = append(s.env, "OTEL_RESOURCE_ATTRIBUTES=service.instance.id="+name) // its spans tell the instances apart
@@ -217,8 +220,12 @@ func run(log *slog.Logger) error {
 		}
 		kafka = fmt.Sprintf("%s  (dev broker, data in %s)", brokers, *data)
 	}
+	dbURLs, err := databases(ctx, server, os.Getenv("DATABASE_URL") == "", svcs)
+	if err != nil {
+		return err
+	}
 	for _, s := range svcs {
-		s.env = append(s.env, "KAFKA_BROKERS="+brokers, "HTTP_ADDR="+s.addr)
+		s.env = append(s.env, "DATABASE_URL="+dbURLs[s.db], "KAFKA_BROKERS="+brokers, "HTTP_ADDR="+s.addr)
 		if err := s.start(); err != nil {
 			return err
 		}
@@ -431,4 +438,33 @@ func poll(ctx context.Context, s *service, up func() bool) error {
 		}
 	}
 	return nil
+}
+
+// databases returns the DATABASE_URL of each service's database. On the
+// server devstack chose itself (DATABASE_URL unset: its own embedded one, or
+// the one on 127.0.0.1:5432, as its superuser), each database gets a role
+// of its own that owns it and nothing else, with a new password each start
+// (pgdb.Provision): a service cannot read another's database, as in a real
+// deployment. A server given in DATABASE_URL is used as given.
+func databases(ctx context.Context, server string, provision bool, svcs []*service) (map[string]string, error) {
+	urls := map[string]string{}
+	for _, s := range svcs {
+		if _, done := urls[s.db]; done {
+			continue
+		}
+		if !provision {
+			urls[s.db] = pgdb.WithDatabase(server, s.db)
+			continue
+		}
+		secret := make([]byte, 18)
+		if _, err := rand.Read(secret); err != nil {
+			return nil, err
+		}
+		u, err := pgdb.Provision(ctx, server, s.db, s.db, hex.EncodeToString(secret))
+		if err != nil {
+			return nil, fmt.Errorf("a role of its own for database %s: %w", s.db, err)
+		}
+		urls[s.db] = u
+	}
+	return urls, nil
 }

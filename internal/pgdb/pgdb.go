@@ -1,6 +1,7 @@
 // Package pgdb holds the few things every program here does with a Postgres
 // server before it has a database to work in: point a connection string at
-// another database, and create a database if it is missing.
+// another database, create a database if it is missing, and give a database
+// a role of its own that owns it and nothing else.
 package pgdb
 
 import (
@@ -182,4 +183,94 @@ func Ensure(ctx context.Context, adminURL, name string) error {
 		return fmt.Errorf("create database %s: %w", name, err)
 	}
 	return nil
+}
+
+// Provision gives database db a login role of its own, role with password,
+// on the server of adminURL (a superuser's, or one with CREATEROLE and
+// CREATEDB): the role is created (or its password set), the database created
+// if missing and handed to it, with what is already in its public schema
+// (tables, sequences, views, functions), and nobody else may connect to it.
+// A service that connects as role then runs its migrations as the owner of
+// its database only: it cannot read another service's, and a leaked
+// password opens one database, not the server. It returns the URL of db as
+// role.
+func Provision(ctx context.Context, adminURL, db, role, password string) (string, error) {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return "", fmt.Errorf("connect to %s: %w", Redact(adminURL), err)
+	}
+	defer conn.Close(context.Background())
+	r, d := pgx.Identifier{role}.Sanitize(), pgx.Identifier{db}.Sanitize()
+	lit := "'" + strings.ReplaceAll(password, "'", "''") + "'"
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", role).Scan(&exists); err != nil {
+		return "", fmt.Errorf("look for role %s: %w", role, err)
+	}
+	stmt := "ALTER ROLE " + r + " LOGIN PASSWORD " + lit
+	if !exists {
+		stmt = "CREATE ROLE " + r + " LOGIN PASSWORD " + lit
+	}
+	if _, err := conn.Exec(ctx, stmt); err != nil && !isCode(err, "42710") { // duplicate_object: created meanwhile
+		return "", fmt.Errorf("role %s: %w", role, err)
+	}
+	if err := Ensure(ctx, adminURL, db); err != nil {
+		return "", err
+	}
+	for _, stmt := range []string{
+		"ALTER DATABASE " + d + " OWNER TO " + r,
+		// Every role may connect to a new database unless this is revoked.
+		"REVOKE ALL ON DATABASE " + d + " FROM PUBLIC",
+	} {
+		if _, err := conn.Exec(ctx, stmt); err != nil {
+			return "", fmt.Errorf("database %s: %w", db, err)
+		}
+	}
+	// What an earlier run created in the database as another role (the
+	// superuser, before roles were provisioned) becomes role's, or its
+	// migrations could not change it. Sequences owned by a table follow it.
+	in, err := pgx.Connect(ctx, WithDatabase(adminURL, db))
+	if err != nil {
+		return "", fmt.Errorf("connect to %s: %w", db, err)
+	}
+	defer in.Close(context.Background())
+	rows, err := in.Query(ctx, `
+SELECT format('ALTER %s %s OWNER TO %I',
+              CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END,
+              c.oid::regclass, $1::text)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'S', 'v', 'm') AND pg_get_userbyid(c.relowner) <> $1
+  AND NOT (c.relkind = 'S' AND EXISTS (SELECT 1 FROM pg_depend dep WHERE dep.objid = c.oid AND dep.deptype IN ('a', 'i')))
+UNION ALL
+SELECT format('ALTER ROUTINE %s OWNER TO %I', p.oid::regprocedure, $1::text)
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = 'public' AND pg_get_userbyid(p.proowner) <> $1`, role)
+	if err != nil {
+		return "", fmt.Errorf("objects of %s: %w", db, err)
+	}
+	alters, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return "", fmt.Errorf("objects of %s: %w", db, err)
+	}
+	for _, a := range alters {
+		if _, err := in.Exec(ctx, a); err != nil {
+			return "", fmt.Errorf("%s: %w", a, err)
+		}
+	}
+	return asRole(WithDatabase(adminURL, db), role, password)
+}
+
+// asRole returns the connection string raw with its user and password
+// replaced.
+func asRole(raw, role, password string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" {
+		return "", errors.New("a URL (postgres://…) is needed to connect as another role")
+	}
+	u.User = url.UserPassword(role, password)
+	return u.String(), nil
+}
+
+func isCode(err error, code string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == code
 }
