@@ -41,9 +41,9 @@ var access = auth.Rules{
 	"POST /orders/:id/cancel": auth.OwnerOrAdmin,
 }
 
-// mayActOn is auth.Owns for the order id, which it reads only when the
-// caller is a customer: a customer may not learn, by a 403 or a 404, more
-// about another's order than that it is not theirs.
+// mayActOn is auth.Owns for the order id, whose owner it reads only when
+// the caller is a customer (an admin, or the open API, needs none). A
+// customer learns that another's order exists (403, not 404); nothing more.
 func (s *Service) mayActOn(c echo.Context, id uuid.UUID) error {
 	if _, all := auth.Scope(c); all {
 		return nil
