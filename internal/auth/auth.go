@@ -1,7 +1,10 @@
-// Package auth says who is calling a service's API: it verifies the bearer
-// token (a JWT) of each request and gives the handlers a Principal, or
-// answers 401 itself. The services share it so that a token means the same
-// thing to all three.
+// Package auth says who is calling a service's API and what they may do: it
+// verifies the bearer token (a JWT) of each request and gives the handlers a
+// Principal, or answers 401 itself (Require); it applies a service's access
+// table (Rules: 403 for what the caller may not do, Owns and Scope for what
+// only the handler can tell); and it holds each caller to a write rate
+// (Limit: 429). The services share it so that a token means the same thing
+// to all three.
 //
 // Keys come from AUTH_HS256_SECRET (one shared secret: development and
 // tests), from AUTH_JWKS_URL (the RS256 and ES256 public keys an identity
