@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -102,24 +101,7 @@ func TestEveryRouteNeedsATokenWhenAuthIsOn(t *testing.T) {
 // routes docs/openapi.yaml does not describe (the saga view's).
 func rawSend(t *testing.T, method, url, body string, headers ...string) (int, []byte, http.Header) {
 	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	for i := 0; i+1 < len(headers); i += 2 {
-		if headers[i+1] != "" {
-			req.Header.Set(headers[i], headers[i+1])
-		}
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var b strings.Builder
-	_, _ = io.Copy(&b, resp.Body)
-	return resp.StatusCode, []byte(b.String()), resp.Header
+	return exchange(context.Background(), t, http.DefaultClient, method, url, body, headers...)
 }
 
 // Who may do what, across the three services: an admin everything; a

@@ -199,6 +199,12 @@ func send(t *testing.T, method, url, body string, headers ...string) (int, []byt
 // Requests and responses are validated against docs/openapi.yaml.
 func sendContext(ctx context.Context, t *testing.T, method, url, body string, headers ...string) (int, []byte, http.Header) {
 	t.Helper()
+	return exchange(ctx, t, apiClient(t), method, url, body, headers...)
+}
+
+// exchange sends one request through client and returns the answer.
+func exchange(ctx context.Context, t *testing.T, client *http.Client, method, url, body string, headers ...string) (int, []byte, http.Header) {
+	t.Helper()
 	var r io.Reader
 	if body != "" {
 		r = bytes.NewBufferString(body)
@@ -211,7 +217,7 @@ func sendContext(ctx context.Context, t *testing.T, method, url, body string, he
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Add(headers[i], headers[i+1])
 	}
-	resp, err := apiClient(t).Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
