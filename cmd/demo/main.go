@@ -22,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/eventsaga/eventsaga/internal/auth"
+	"github.com/eventsaga/eventsaga/internal/kafkaconn"
 	"github.com/eventsaga/eventsaga/internal/sagalog"
 	"github.com/eventsaga/eventsaga/pkg/events"
 )
@@ -51,8 +52,14 @@ func run() error {
 	}
 	http.DefaultClient.Transport = auth.WithToken(http.DefaultClient.Transport, tok)
 	// Watch from the topics' current end, so that only the demo's events show.
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(*brokers, ",")...),
-		kgo.ConsumeTopics("orders.events", "customers.events"), kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()))
+	// And with KAFKA_SASL_MECHANISM, KAFKA_TLS_CA (package kafkaconn) it
+	// connects to a secured cluster.
+	conn, err := kafkaconn.FromEnv(os.Getenv)
+	if err != nil {
+		return err
+	}
+	cl, err := kgo.NewClient(append(conn, kgo.SeedBrokers(strings.Split(*brokers, ",")...),
+		kgo.ConsumeTopics("orders.events", "customers.events"), kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()))...)
 	if err != nil {
 		return err
 	}

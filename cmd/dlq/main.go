@@ -14,7 +14,9 @@
 // once. It is applied on the state of now, after the events that followed
 // it: docs/operations.md says what to check first.
 //
-// Brokers: -brokers, else KAFKA_BROKERS, else 127.0.0.1:9092.
+// Brokers: -brokers, else KAFKA_BROKERS, else 127.0.0.1:9092; a secured
+// cluster's TLS and SASL settings as the services take them (KAFKA_TLS_CA,
+// KAFKA_SASL_MECHANISM, KAFKA_USERNAME, KAFKA_PASSWORD: docs/operations.md).
 package main
 
 import (
@@ -32,6 +34,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/eventsaga/eventsaga/internal/kafkaconn"
 	"github.com/eventsaga/eventsaga/pkg/outbox"
 )
 
@@ -125,7 +130,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	seeds := strings.Split(*brokers, ",")
-	letters, err := outbox.ReadDeadLetters(ctx, seeds, *topic)
+	conn, err := kafkaconn.FromEnv(os.Getenv)
+	if err != nil {
+		return err
+	}
+	letters, err := outbox.ReadDeadLetters(ctx, seeds, *topic, conn...)
 	if errors.Is(err, outbox.ErrNoTopic) {
 		return err // it names the topic, and those there are
 	}
@@ -141,13 +150,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return list(stdout, *topic, letters, *asJSON)
 	}
 	if *all {
-		return replay(ctx, stdout, seeds, *topic, letters, true)
+		return replay(ctx, stdout, seeds, conn, *topic, letters, true)
 	}
 	picked, err := pick(letters, chosen, *topic)
 	if err != nil {
 		return err
 	}
-	return replay(ctx, stdout, seeds, *topic, picked, false)
+	return replay(ctx, stdout, seeds, conn, *topic, picked, false)
 }
 
 // position is a record's place on the dead-letter topic.
@@ -201,7 +210,7 @@ func pick(letters []outbox.DeadLetter, chosen []position, topic string) ([]outbo
 // replay replays letters and says where each went. With skip, letters that
 // cannot be replayed are left out, each with the reason; otherwise one of
 // them stops the replay before anything is produced.
-func replay(ctx context.Context, w io.Writer, brokers []string, topic string, letters []outbox.DeadLetter, skip bool) error {
+func replay(ctx context.Context, w io.Writer, brokers []string, conn []kgo.Opt, topic string, letters []outbox.DeadLetter, skip bool) error {
 	if skip {
 		var ok []outbox.DeadLetter
 		for _, l := range letters {
@@ -217,7 +226,7 @@ func replay(ctx context.Context, w io.Writer, brokers []string, topic string, le
 		fmt.Fprintf(w, "nothing to replay on %s\n", topic)
 		return nil
 	}
-	to, err := outbox.ReplayDeadLetters(ctx, brokers, letters)
+	to, err := outbox.ReplayDeadLetters(ctx, brokers, letters, conn...)
 	n := 0
 	for i, l := range letters {
 		if i < len(to) && to[i].Topic != "" {

@@ -34,6 +34,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/eventsaga/eventsaga/internal/auth"
+	"github.com/eventsaga/eventsaga/internal/kafkaconn"
 	"github.com/eventsaga/eventsaga/internal/pgbench"
 	"github.com/eventsaga/eventsaga/internal/pgdb"
 	"github.com/eventsaga/eventsaga/pkg/events"
@@ -42,6 +43,7 @@ import (
 type config struct {
 	orderURL, customerURL string
 	brokers               []string
+	kafka                 []kgo.Opt // KAFKA_SASL_*, KAFKA_TLS* (package kafkaconn)
 	customers             int
 	rate                  int
 	concurrency           int
@@ -65,6 +67,11 @@ func main() {
 	flag.BoolVar(&cfg.pgbench, "pgbench", true, "run the pgbench reference (single-row INSERT, 8 clients) first")
 	flag.Parse()
 	cfg.brokers = strings.Split(brokers, ",")
+	var err error
+	if cfg.kafka, err = kafkaconn.FromEnv(os.Getenv); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		os.Exit(2)
+	}
 	if err := run(context.Background(), cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		os.Exit(1)
@@ -98,7 +105,7 @@ func run(ctx context.Context, cfg config) error {
 	if err != nil {
 		return err
 	}
-	decisions, stop, err := watchDecisions(ctx, cfg.brokers)
+	decisions, stop, err := watchDecisions(ctx, cfg.brokers, cfg.kafka)
 	if err != nil {
 		return err
 	}
@@ -260,17 +267,17 @@ func (d *decisions) count(placed []placedOrder) int {
 }
 
 // watchDecisions reads orders.events from its current end.
-func watchDecisions(ctx context.Context, brokers []string) (*decisions, func(), error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics("orders.events"),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()), kgo.FetchMaxWait(100*time.Millisecond))
+func watchDecisions(ctx context.Context, brokers []string, conn []kgo.Opt) (*decisions, func(), error) {
+	cl, err := kgo.NewClient(append(slices.Clone(conn), kgo.SeedBrokers(brokers...), kgo.ConsumeTopics("orders.events"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()), kgo.FetchMaxWait(100*time.Millisecond))...)
 	if err != nil {
 		return nil, nil, err
 	}
 	// The customer's steps are timed by the records' own timestamps, not
 	// by when they arrive here: that client may gather them in fewer,
 	// larger fetches, and leave more of the CPU to the system measured.
-	steps, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics("customers.events"),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()), kgo.FetchMinBytes(256<<10), kgo.FetchMaxWait(200*time.Millisecond))
+	steps, err := kgo.NewClient(append(slices.Clone(conn), kgo.SeedBrokers(brokers...), kgo.ConsumeTopics("customers.events"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()), kgo.FetchMinBytes(256<<10), kgo.FetchMaxWait(200*time.Millisecond))...)
 	if err != nil {
 		cl.Close()
 		return nil, nil, err

@@ -19,6 +19,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/eventsaga/eventsaga/internal/kafkaconn"
 	"github.com/eventsaga/eventsaga/internal/sagalog"
 	"github.com/eventsaga/eventsaga/pkg/events"
 )
@@ -43,8 +44,12 @@ func run() error {
 	if *fromStart {
 		start = kgo.NewOffset().AtStart()
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(*brokers, ",")...),
-		kgo.ConsumeTopics(strings.Split(*topics, ",")...), kgo.ConsumeResetOffset(start))
+	conn, err := kafkaconn.FromEnv(os.Getenv) // a secured cluster's KAFKA_SASL_*, KAFKA_TLS*
+	if err != nil {
+		return err
+	}
+	cl, err := kgo.NewClient(append(conn, kgo.SeedBrokers(strings.Split(*brokers, ",")...),
+		kgo.ConsumeTopics(strings.Split(*topics, ",")...), kgo.ConsumeResetOffset(start))...)
 	if err != nil {
 		return err
 	}

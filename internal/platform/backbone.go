@@ -82,7 +82,11 @@ func (b *Backbone) build(cfg BackboneConfig) error {
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
-	if b.Relay, err = outbox.NewRelay(outbox.RelayConfig{Pool: b.Pool, Brokers: cfg.KafkaBrokers, Logger: cfg.Logger, Metrics: om, TracerProvider: cfg.TracerProvider}); err != nil {
+	conn, err := cfg.KafkaConn(cfg.Logger)
+	if err != nil {
+		return err
+	}
+	if b.Relay, err = outbox.NewRelay(outbox.RelayConfig{Pool: b.Pool, Brokers: cfg.KafkaBrokers, ClientOpts: conn, Logger: cfg.Logger, Metrics: om, TracerProvider: cfg.TracerProvider}); err != nil {
 		return err
 	}
 	b.Notifier = outbox.NewNotifier(b.Pool, "", cfg.Logger)
@@ -91,7 +95,7 @@ func (b *Backbone) build(cfg BackboneConfig) error {
 		return err
 	}
 	b.Consumer, err = outbox.NewConsumer(outbox.ConsumerConfig{
-		Pool: b.Pool, Brokers: cfg.KafkaBrokers, Group: cfg.ConsumerGroup, InstanceID: cfg.ConsumerInstance, Topics: []string{cfg.Topic},
+		Pool: b.Pool, Brokers: cfg.KafkaBrokers, ConnOpts: conn, Group: cfg.ConsumerGroup, InstanceID: cfg.ConsumerInstance, Topics: []string{cfg.Topic},
 		Handler: cfg.Handler, BatchHandler: cfg.BatchHandler, Planner: cfg.Planner, Logger: cfg.Logger,
 		// On a real cluster topics are not created on first use, and they
 		// must have the system's partition count.

@@ -22,11 +22,13 @@ import (
 	"github.com/exaring/otelpgx"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventsaga/eventsaga/internal/auth"
 	"github.com/eventsaga/eventsaga/internal/httpapi"
+	"github.com/eventsaga/eventsaga/internal/kafkaconn"
 	"github.com/eventsaga/eventsaga/internal/pgdb"
 	"github.com/eventsaga/eventsaga/internal/pgmigrate"
 	"github.com/eventsaga/eventsaga/pkg/outbox"
@@ -47,6 +49,10 @@ type Config struct {
 	DatabaseURL string
 	// KafkaBrokers are the seed brokers (KAFKA_BROKERS, comma-separated).
 	KafkaBrokers []string
+	// Kafka is how the service's Kafka clients connect: TLS and SASL
+	// (KAFKA_TLS*, KAFKA_SASL_MECHANISM, KAFKA_USERNAME, KAFKA_PASSWORD;
+	// package kafkaconn). The zero value, plaintext without SASL.
+	Kafka kafkaconn.Config
 	// HTTPAddr is where the API listens (HTTP_ADDR).
 	HTTPAddr string
 	// OrdersTopic and CustomersTopic default to the contract's names
@@ -136,6 +142,9 @@ func Load(getenv func(string) string, d Defaults) (Config, error) {
 	if cfg.Auth, err = auth.Load(getenv); err != nil {
 		return cfg, err
 	}
+	if cfg.Kafka, err = kafkaconn.Load(getenv); err != nil {
+		return cfg, err
+	}
 	if cfg.ShutdownTimeout, err = time.ParseDuration(get("SHUTDOWN_TIMEOUT", "10s")); err != nil {
 		return cfg, fmt.Errorf("SHUTDOWN_TIMEOUT: %w", err)
 	}
@@ -149,6 +158,20 @@ func Load(getenv func(string) string, d Defaults) (Config, error) {
 		return cfg, fmt.Errorf("INBOX_RETENTION must be positive, not %s", cfg.InboxRetention)
 	}
 	return cfg, cfg.Validate()
+}
+
+// KafkaConn returns the options every Kafka client of the service connects
+// with (Kafka's TLS and SASL), logging a warning if they expose the
+// password.
+func (c Config) KafkaConn(log *slog.Logger) ([]kgo.Opt, error) {
+	if w := c.Kafka.Warning(); w != "" && log != nil {
+		log.Warn(w)
+	}
+	opts, err := c.Kafka.Opts()
+	if err != nil {
+		return nil, fmt.Errorf("kafka: %w", err)
+	}
+	return opts, nil
 }
 
 // Validate reports a configuration a service cannot start with.
@@ -180,6 +203,7 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("database", pgdb.Redact(c.DatabaseURL)),
 		slog.String("kafka", strings.Join(c.KafkaBrokers, ",")),
+		slog.Any("kafka_conn", c.Kafka),
 		slog.String("http", c.HTTPAddr),
 		slog.String("topics", c.OrdersTopic+","+c.CustomersTopic),
 		slog.Any("auth", c.Auth),

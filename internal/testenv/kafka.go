@@ -23,6 +23,9 @@ type Kafka struct {
 	// Shared is true when the cluster outlives the test (TEST_KAFKA_BROKERS),
 	// so topic names must be made unique.
 	Shared bool
+	// Conn is how Client connects: nothing for a plaintext cluster, an
+	// admin's TLS and SASL for a secured one (NewSecureKafka).
+	Conn []kgo.Opt
 }
 
 // NewKafka returns TEST_KAFKA_BROKERS when set, else a kfake cluster of
@@ -106,10 +109,10 @@ func (k *Kafka) CreateTopics(t testing.TB, partitions int32, topics ...string) {
 	t.Fatalf("topics %v: no leader for every partition within 30 s", topics)
 }
 
-// Client returns a plain client of the cluster, closed when the test ends.
+// Client returns a client of the cluster (an admin's, on a secured one), closed when the test ends.
 func (k *Kafka) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(k.Brokers...)}, opts...)...)
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{kgo.SeedBrokers(k.Brokers...)}, k.Conn...), opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

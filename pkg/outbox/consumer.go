@@ -191,6 +191,9 @@ type ConsumerConfig struct {
 	InstanceID string
 	// ClientOpts are added to the Kafka client's options.
 	ClientOpts []kgo.Opt
+	// ConnOpts say how to connect (TLS, SASL: package kafkaconn); every
+	// client of the consumer gets them, its dead-letter producer too.
+	ConnOpts []kgo.Opt
 	// TracerProvider, if not nil, traces the records applied (tracing.go).
 	TracerProvider trace.TracerProvider
 	// Metrics, if not nil, receives the consumer's metrics (see Metrics)
@@ -348,6 +351,7 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 		kgo.HeartbeatInterval(time.Second),
 		kgo.RebalanceTimeout(10 * time.Second),
 	}, cfg.ClientOpts...)
+	opts = append(opts, cfg.ConnOpts...)
 	opts = append(opts, cfg.Metrics.kafkaHooks("consumer")...)
 	opts = append(opts, kafkaTracing(cfg.TracerProvider, cfg.Group)...)
 	if cfg.TracerProvider != nil {
@@ -360,7 +364,7 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	if c.cl, err = kgo.NewClient(opts...); err != nil {
 		return nil, fmt.Errorf("consumer %s: kafka client: %w", cfg.Group, err)
 	}
-	c.dlq, err = kgo.NewClient(append(cfg.Metrics.kafkaHooks("dead-letters"),
+	c.dlq, err = kgo.NewClient(append(append(cfg.Metrics.kafkaHooks("dead-letters"), cfg.ConnOpts...),
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.WithLogger(kafkaLogger(log)),
 		kgo.RequiredAcks(kgo.AllISRAcks()),

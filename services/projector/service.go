@@ -118,7 +118,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	s.gen.Store(int64(g))
-	if s.kafka, err = kgo.NewClient(kgo.SeedBrokers(cfg.KafkaBrokers...)); err != nil {
+	conn, err := cfg.KafkaConn(log)
+	if err != nil {
+		s.pool.Close()
+		s.projPool.Close()
+		return nil, err
+	}
+	if s.kafka, err = kgo.NewClient(append(conn, kgo.SeedBrokers(cfg.KafkaBrokers...))...); err != nil {
 		s.pool.Close()
 		s.projPool.Close()
 		return nil, err
@@ -237,8 +243,12 @@ type projectionTuning struct {
 // generation g's tables, as the group of that generation.
 func newProjection(cfg Config, log *slog.Logger, pool *pgxpool.Pool, reg *events.Registry, g generation, committed func([]outbox.Delivery), t projectionTuning) (*outbox.Consumer, error) {
 	p := projection{registry: reg, gen: g, bulk: t.bulk}
+	conn, err := cfg.Kafka.Opts()
+	if err != nil {
+		return nil, err
+	}
 	return outbox.NewConsumer(outbox.ConsumerConfig{
-		Pool: pool, Brokers: cfg.KafkaBrokers, Group: groupOf(cfg.ConsumerGroup, g), InstanceID: cfg.ConsumerInstance,
+		Pool: pool, Brokers: cfg.KafkaBrokers, ConnOpts: conn, Group: groupOf(cfg.ConsumerGroup, g), InstanceID: cfg.ConsumerInstance,
 		Topics:       []string{cfg.OrdersTopic, cfg.CustomersTopic},
 		EnsureTopics: []string{cfg.OrdersTopic, cfg.CustomersTopic},
 		// A bulk load's partitions share no rows, so they are applied side
