@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventsaga/eventsaga/internal/auth"
+	"github.com/eventsaga/eventsaga/internal/kafkaconn"
 	"github.com/eventsaga/eventsaga/internal/platform"
 	"github.com/eventsaga/eventsaga/internal/testenv"
 	"github.com/eventsaga/eventsaga/pkg/events"
@@ -53,6 +54,12 @@ type system struct {
 	tracing func(group string) trace.TracerProvider
 	// auth is the services' AUTH_* settings; the zero value, an open API.
 	auth auth.Config
+	// kafkaConn, if set, is how the service with the consumer group of
+	// that plain name connects to Kafka (see kafkasecure_test.go).
+	kafkaConn func(group string) kafkaconn.Config
+	// beforeServices run once the topics and databases exist, before the
+	// services start.
+	beforeServices []func()
 }
 
 // group is the consumer group the service called name uses.
@@ -83,13 +90,19 @@ type running[S any] struct {
 
 func startSystem(t *testing.T, opts ...option) *system {
 	t.Helper()
-	s := &system{t: t, kafka: testenv.NewKafka(t)}
+	s := &system{t: t}
 	for _, o := range opts {
 		o(s)
+	}
+	if s.kafka == nil {
+		s.kafka = testenv.NewKafka(t)
 	}
 	s.ordersTopic, s.customersTopic = s.kafka.Topic("orders.events"), s.kafka.Topic("customers.events")
 	s.kafka.CreateTopics(t, 12, s.ordersTopic, s.customersTopic)
 	s.orderDB, s.customerDB, s.readDB = testenv.Database(t), testenv.Database(t), testenv.Database(t)
+	for _, f := range s.beforeServices {
+		f()
+	}
 	s.startCustomer()
 	s.startOrder()
 	s.startProjector()
@@ -116,8 +129,12 @@ func (s *system) base(db, group string) platform.Config {
 	if s.tracing != nil {
 		tp = s.tracing(group)
 	}
+	var conn kafkaconn.Config
+	if s.kafkaConn != nil {
+		conn = s.kafkaConn(group)
+	}
 	return platform.Config{
-		DatabaseURL: db, KafkaBrokers: s.kafka.Brokers, HTTPAddr: "127.0.0.1:0",
+		DatabaseURL: db, KafkaBrokers: s.kafka.Brokers, Kafka: conn, HTTPAddr: "127.0.0.1:0",
 		OrdersTopic: s.ordersTopic, CustomersTopic: s.customersTopic, ShutdownTimeout: 5 * time.Second,
 		ConsumerGroup: s.group(group), SnapshotEvery: 100, TracerProvider: tp, Auth: s.auth,
 	}
