@@ -4,7 +4,7 @@ GO      ?= go
 # The projector's database as make run sets it up (devstack: "readmodel").
 READMODEL_URL ?= postgres://postgres:postgres@127.0.0.1:5432/readmodel?sslmode=disable
 
-.PHONY: run token jaeger trace build test test-kafka chaos chaos-kafka bench bench-saga lint devbroker devpostgres kafka kafka-cluster rebuild demo watch
+.PHONY: run token jaeger trace build test test-kafka chaos chaos-kafka bench bench-saga lint devbroker devpostgres kafka kafka-cluster kafka-secure kafka-certs rebuild demo watch
 
 ## run: the dev Kafka broker (127.0.0.1:9092), the services (order :8080, customer :8081, projector :8082) and, unless DATABASE_URL is set or a Postgres answers on 127.0.0.1:5432, an embedded PostgreSQL (data in .postgres); Ctrl-C stops all
 run: build
@@ -56,6 +56,15 @@ kafka-cluster:
 ## test: every test, with the race detector, on in-process Kafka and Postgres from TEST_DATABASE_URL, Docker, 127.0.0.1:5432 or embedded
 test:
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+## kafka-secure: real Apache Kafka, one node that takes TLS and SASL only (SASL_SSL on 127.0.0.1:9192, controller 9193) and authorizes with ACLs; sets up a SCRAM user per service with least-privilege ACLs (bin/kafkagrant) and writes each one's settings to .kafka/secure/<service>.env; Ctrl-C stops it
+kafka-secure:
+	$(GO) build -o bin/ ./cmd/kafkagrant
+	exec scripts/kafka.sh secure
+
+## kafka-certs: a local CA, the secure broker's certificate and the passwords of its users, in .kafka/secure/ (kept if there; make kafka-secure makes them too)
+kafka-certs:
+	scripts/kafka-certs.sh
 
 ## test-kafka: the saga, outbox, projector and kcat tests on a real Kafka broker (make kafka's, started and stopped for the run; 9092 must be free)
 test-kafka:

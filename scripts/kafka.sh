@@ -3,12 +3,15 @@
 # processes in the foreground: one node, or a cluster of three. Ctrl-C (or
 # SIGTERM) stops the nodes cleanly.
 #
-#   scripts/kafka.sh      one node       (make kafka)
-#   scripts/kafka.sh 3    three nodes    (make kafka-cluster)
+#   scripts/kafka.sh         one node       (make kafka)
+#   scripts/kafka.sh 3       three nodes    (make kafka-cluster)
+#   scripts/kafka.sh secure  one node that takes TLS and SASL only and
+#                            authorizes with ACLs (make kafka-secure)
 #
 # Ports, all on 127.0.0.1 (fixed; both layouts can run at the same time):
 #   one node:     broker 9092                controller 9093
 #   three nodes:  brokers 19092, 19093, 19094  controllers 19192, 19193, 19194
+#   secure:       broker 9192 (SASL_SSL)       controller 9193 (SASL_SSL)
 # Once every broker answers, it prints the bootstrap address(es):
 #   KAFKA_BROKERS=127.0.0.1:9092
 #   KAFKA_BROKERS=127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094
@@ -42,6 +45,16 @@
 # SIGUSR1 restarts the nodes that have exited (a node killed on purpose, as
 # the chaos check does), with their data as it was.
 #
+# The secure node: both listeners SASL_SSL with the certificate of make
+# kafka-certs (scripts/kafka-certs.sh, run here if need be; .kafka/secure/);
+# the client listener takes SCRAM-SHA-512, SCRAM-SHA-256 and PLAIN, the
+# controller listener PLAIN; the StandardAuthorizer, with User:admin (PLAIN,
+# its password in .kafka/secure/admin.password) the only superuser and no
+# access where no ACL allows it. Once it is up, bin/kafkagrant (KAFKA_GRANT;
+# make kafka-secure builds it) makes the services' SCRAM users, their topics
+# and their ACLs; then the script prints KAFKA_BROKERS and where each
+# service's settings are (.kafka/secure/<service>.env).
+#
 # Heaps: -Xms512m -Xmx512m for the single node, -Xms384m -Xmx384m for each of
 # the three; KAFKA_HEAP_OPTS overrides it, KAFKA_OPTS adds JVM options.
 # KAFKA_START_TIMEOUT (s, default 180): how long the brokers may take to answer.
@@ -56,10 +69,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-usage() { echo "usage: scripts/kafka.sh [1|3]   (1: one node on 127.0.0.1:9092; 3: three nodes on 127.0.0.1:19092-19094)" >&2; }
+usage() { echo "usage: scripts/kafka.sh [1|3|secure]   (1: one node on 127.0.0.1:9092; 3: three nodes on 127.0.0.1:19092-19094; secure: one SASL_SSL node on 127.0.0.1:9192)" >&2; }
 nodes=${1:-1}
+secure=""
 case $nodes in
 1 | 3) ;;
+secure) secure=1 ;;
 -h | --help) usage; exit 0 ;;
 *) usage; exit 2 ;;
 esac
@@ -79,7 +94,15 @@ version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom")
 start_timeout=${KAFKA_START_TIMEOUT:-180}
 stop_timeout=${KAFKA_STOP_TIMEOUT:-60}
 
-if [ "$nodes" = 1 ]; then
+if [ -n "$secure" ]; then
+	nodes=1
+	names=(secure-node-1)
+	broker_ports=(9192)
+	controller_ports=(9193)
+	heap=${KAFKA_HEAP_OPTS:--Xms512m -Xmx512m}
+	secure_dir=${KAFKA_SECURE_DIR:-$home/secure}
+	grant=${KAFKA_GRANT:-$root/bin/kafkagrant}
+elif [ "$nodes" = 1 ]; then
 	names=(node-1)
 	broker_ports=(9092)
 	controller_ports=(9093)
@@ -190,6 +213,10 @@ stop_pids() {
 write_config() {
 	local i=$1 name=${names[$1]} voters="" j
 	for j in "${!names[@]}"; do voters+="${voters:+,}$((j + 1))@127.0.0.1:${controller_ports[$j]}"; done
+	if [ -n "$secure" ]; then
+		write_secure_config "$i" "$voters"
+		return
+	fi
 	cat >"$home/config/$name.properties" <<EOF
 # Written by scripts/kafka.sh at each start: edit the script, not this file.
 process.roles=broker,controller
@@ -211,6 +238,54 @@ share.coordinator.state.topic.replication.factor=$replication
 share.coordinator.state.topic.min.isr=$min_isr
 group.initial.rebalance.delay.ms=0
 EOF
+}
+
+# The secure node's configuration. It holds the admin's password: only its
+# owner may read it.
+write_secure_config() {
+	local i=$1 voters=$2 name=${names[$1]} pw plain
+	pw=$(cat "$secure_dir/admin.password")
+	plain="org.apache.kafka.common.security.plain.PlainLoginModule required username=\"admin\" password=\"$pw\" user_admin=\"$pw\";"
+	(
+		umask 077
+		cat >"$home/config/$name.properties" <<EOF
+# Written by scripts/kafka.sh at each start: edit the script, not this file.
+process.roles=broker,controller
+node.id=$((i + 1))
+controller.quorum.voters=$voters
+listeners=SASL_SSL://127.0.0.1:${broker_ports[$i]},CONTROLLER://127.0.0.1:${controller_ports[$i]}
+advertised.listeners=SASL_SSL://127.0.0.1:${broker_ports[$i]}
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SASL_SSL
+inter.broker.listener.name=SASL_SSL
+controller.listener.names=CONTROLLER
+ssl.keystore.type=PEM
+ssl.keystore.location=$secure_dir/broker.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$secure_dir/ca.pem
+ssl.client.auth=none
+sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256,PLAIN
+sasl.mechanism.inter.broker.protocol=PLAIN
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=$plain
+listener.name.sasl_ssl.plain.sasl.jaas.config=$plain
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:admin
+allow.everyone.if.no.acl.found=false
+log.dirs=$home/data/$name
+auto.create.topics.enable=false
+num.partitions=12
+default.replication.factor=1
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+EOF
+	)
 }
 
 write_log4j2() {
@@ -257,6 +332,10 @@ cluster_id() {
 # --- start -------------------------------------------------------------------
 
 tools
+if [ -n "$secure" ]; then
+	[ -x "$grant" ] || die "$grant is missing: make kafka-secure builds it (or set KAFKA_GRANT)"
+	KAFKA_SECURE_DIR=$secure_dir scripts/kafka-certs.sh || die "could not make the certificates"
+fi
 [ "$(java_major)" -ge 17 ] 2>/dev/null || die "Kafka $version needs Java 17 or newer; java is $(java_major)"
 fetch_jars
 mkdir -p "$home/config" "$home/run" "$home/data"
@@ -337,9 +416,27 @@ say "starting Kafka $version, $nodes node(s)"
 t0=$SECONDS
 for i in "${!names[@]}"; do start_node "$i"; done
 
-# Wait until every broker answers.
+# Wait until every broker answers. The secure node's answer is
+# bin/kafkagrant's setup: it retries until the broker takes its admin.
 deadline=$((SECONDS + start_timeout))
+if [ -n "$secure" ]; then
+	grant_log=$home/logs/${names[0]}/kafkagrant.log
+	"$grant" -dir "$secure_dir" -wait "${start_timeout}s" >"$grant_log" 2>&1 7>&- 9>&- &
+	grant_pid=$!
+	while kill -0 "$grant_pid" 2>/dev/null; do
+		if ! kill -0 "${pids[0]}" 2>/dev/null; then
+			kill "$grant_pid" 2>/dev/null || true
+			say "${names[0]} exited while starting; the end of its JVM output and server.log (.kafka/logs/${names[0]}/):"
+			tail -n 20 "$home/logs/${names[0]}/stdout.log" "$home/logs/${names[0]}/server.log" >&2 2>/dev/null || true
+			exit 1
+		fi
+		sleep 0.5
+	done
+	wait "$grant_pid" || { tail -n 20 "$grant_log" >&2; die "bin/kafkagrant could not set the broker up (see above and $grant_log)"; }
+	grep -v '^kafkagrant: not yet' "$grant_log" | sed 's/^/kafka: /' >&7
+fi
 for i in "${!names[@]}"; do
+	[ -n "$secure" ] && break
 	until broker_answers "${broker_ports[$i]}"; do
 		if ! kill -0 "${pids[$i]}" 2>/dev/null; then
 			say "${names[$i]} exited while starting; the end of its JVM output and server.log (.kafka/logs/${names[$i]}/):"
@@ -354,6 +451,7 @@ done
 brokers=""
 for p in "${broker_ports[@]}"; do brokers+="${brokers:+,}127.0.0.1:$p"; done
 say "up in $((SECONDS - t0)) s: data in .kafka/data/, logs in .kafka/logs/; Ctrl-C stops it"
+[ -n "$secure" ] && say "each service's settings: $secure_dir/{order,customer,projector}.env; the admin's: $secure_dir/admin.env"
 echo "KAFKA_BROKERS=$brokers"
 
 # Run until a signal; a node that exits on its own is reported, and the

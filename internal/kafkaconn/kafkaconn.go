@@ -190,3 +190,21 @@ func (c Config) tlsConfig() (*tls.Config, error) {
 	}
 	return tc, nil
 }
+
+// EnvFile reads a file of KEY=VALUE lines (make kafka-certs's admin.env,
+// order.env, …; blank lines and # comments skipped) and returns a getenv
+// over them, for Load.
+func EnvFile(path string) (func(string) string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	env := map[string]string{}
+	for line := range strings.Lines(string(b)) {
+		line = strings.TrimSpace(line)
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			env[strings.TrimSpace(k)] = v
+		}
+	}
+	return func(k string) string { return env[k] }, nil
+}

@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -41,15 +40,15 @@ type SecureKafka struct {
 func NewSecureKafka(t testing.TB) *SecureKafka {
 	t.Helper()
 	if dir := os.Getenv("TEST_KAFKA_SECURE"); dir != "" {
-		env, err := readEnvFile(filepath.Join(dir, "admin.env"))
+		env, err := kafkaconn.EnvFile(filepath.Join(dir, "admin.env"))
 		if err != nil {
 			t.Fatalf("TEST_KAFKA_SECURE: %v", err)
 		}
-		admin, err := kafkaconn.Load(func(k string) string { return env[k] })
+		admin, err := kafkaconn.Load(env)
 		if err != nil {
 			t.Fatalf("TEST_KAFKA_SECURE: admin.env: %v", err)
 		}
-		return newSecure(t, strings.Split(env["KAFKA_BROKERS"], ","), true, admin)
+		return newSecure(t, strings.Split(env("KAFKA_BROKERS"), ","), true, admin)
 	}
 	ca := NewCA(t)
 	password := rand.Text()
@@ -76,26 +75,6 @@ func newSecure(t testing.TB, brokers []string, shared bool, admin kafkaconn.Conf
 // User is how a SCRAM-SHA-512 user connects to k.
 func (k *SecureKafka) User(name, password string) kafkaconn.Config {
 	return kafkaconn.Config{Mechanism: kafkaconn.ScramSHA512, Username: name, Password: password, TLS: true, CAFile: k.CAFile}
-}
-
-// readEnvFile reads KEY=VALUE lines; blank lines and # comments are skipped.
-func readEnvFile(path string) (map[string]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	env := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, _ := strings.Cut(line, "=")
-		env[strings.TrimSpace(k)] = v
-	}
-	return env, sc.Err()
 }
 
 // CA is a certificate authority made for a test.
