@@ -71,6 +71,7 @@ root=$PWD
 
 usage() { echo "usage: scripts/kafka.sh [1|3|secure]   (1: one node on 127.0.0.1:9092; 3: three nodes on 127.0.0.1:19092-19094; secure: one SASL_SSL node on 127.0.0.1:9192)" >&2; }
 nodes=${1:-1}
+mode=$nodes # 1, 3 or secure: what the lock and messages name
 secure=""
 case $nodes in
 1 | 3) ;;
@@ -341,8 +342,8 @@ fetch_jars
 mkdir -p "$home/config" "$home/run" "$home/data"
 
 # One script per layout at a time; the lock is not passed to the JVMs (9>&-).
-exec 9>"$home/run/kafka-$nodes.lock"
-flock -n 9 || die "scripts/kafka.sh $nodes is already running (.kafka/run/kafka-$nodes.lock); stop it first"
+exec 9>"$home/run/kafka-$mode.lock"
+flock -n 9 || die "scripts/kafka.sh $mode is already running (.kafka/run/kafka-$mode.lock); stop it first"
 
 # Nodes of an earlier start whose script is gone: stop them.
 leftover=()

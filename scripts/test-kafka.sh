@@ -1,33 +1,46 @@
 #!/usr/bin/env bash
-# make test-kafka: the tests that talk to Kafka, on a real Apache Kafka
-# broker instead of kfake: the end-to-end saga tests, the outbox relay and
-# consumer tests (with the kcat one), and the projector's. It starts one node
-# (scripts/kafka.sh: 127.0.0.1:9092, fetched with Maven on first use), runs
-# them with TEST_KAFKA_BROKERS, and stops it. Tests that need kfake's fault
-# injection skip themselves there, saying why; make test runs them.
+# make test-kafka: the tests that talk to Kafka, on real Apache Kafka brokers
+# instead of kfake: the end-to-end saga tests, the outbox relay and consumer
+# tests (with the kcat one), and the projector's on make kafka's node
+# (127.0.0.1:9092); the ACL tests and the saga on a secured cluster on make
+# kafka-secure's (SASL_SSL on 127.0.0.1:9192, each service its own
+# principal). It starts both nodes (scripts/kafka.sh: fetched with Maven on
+# first use), runs the tests with TEST_KAFKA_BROKERS and TEST_KAFKA_SECURE,
+# and stops them. Tests that need kfake's fault injection skip themselves
+# there, saying why; make test runs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null; then
-	echo "test-kafka: 127.0.0.1:9092 is taken (make run, or make kafka?); stop it first" >&2
-	exit 1
-fi
-log=$(mktemp)
-scripts/kafka.sh 1 >"$log" 2>&1 &
-kafka=$!
+for port in 9092 9192; do
+	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+		echo "test-kafka: 127.0.0.1:$port is taken (make run, make kafka or make kafka-secure?); stop it first" >&2
+		exit 1
+	fi
+done
+${GO:-go} build -o bin/ ./cmd/kafkagrant
+plain_log=$(mktemp)
+secure_log=$(mktemp)
+scripts/kafka.sh 1 >"$plain_log" 2>&1 &
+plain=$!
+scripts/kafka.sh secure >"$secure_log" 2>&1 &
+secure=$!
 stop() {
-	kill -TERM "$kafka" 2>/dev/null || true
-	wait "$kafka" 2>/dev/null || true
-	rm -f "$log"
+	kill -TERM "$plain" "$secure" 2>/dev/null || true
+	wait "$plain" "$secure" 2>/dev/null || true
+	rm -f "$plain_log" "$secure_log"
 }
 trap stop EXIT
 for _ in $(seq 600); do
-	grep -q '^KAFKA_BROKERS=' "$log" && break
-	kill -0 "$kafka" 2>/dev/null || break
+	grep -q '^KAFKA_BROKERS=' "$plain_log" && grep -q '^KAFKA_BROKERS=' "$secure_log" && break
+	{ kill -0 "$plain" && kill -0 "$secure"; } 2>/dev/null || break
 	sleep 1
 done
-grep -q '^KAFKA_BROKERS=' "$log" || { cat "$log" >&2; echo "test-kafka: the broker did not start" >&2; exit 1; }
-grep -E '^kafka: (starting|up)' "$log" || true
+if ! grep -q '^KAFKA_BROKERS=' "$plain_log" || ! grep -q '^KAFKA_BROKERS=' "$secure_log"; then
+	cat "$plain_log" "$secure_log" >&2
+	echo "test-kafka: a broker did not start" >&2
+	exit 1
+fi
+grep -hE '^kafka: (starting|up)' "$plain_log" "$secure_log" || true
 
-TEST_KAFKA_BROKERS=127.0.0.1:9092 ${GO:-go} test -race -count=1 -timeout 20m \
-	./pkg/outbox/ ./services/e2e/ ./services/projector/
+TEST_KAFKA_BROKERS=127.0.0.1:9092 TEST_KAFKA_SECURE=$PWD/.kafka/secure ${GO:-go} test -race -count=1 -timeout 20m \
+	./pkg/outbox/ ./services/e2e/ ./services/projector/ ./internal/kafkaacl/

@@ -14,6 +14,11 @@
 // a service instance that exits D after it did, instead of stopping the
 // stack: the chaos check kills instances and lets devstack bring them back.
 //
+// KAFKA_ENV_DIR names a folder of Kafka settings per service, as make
+// kafka-secure writes them (.kafka/secure): each service gets the KAFKA_*
+// variables of <dir>/<service>.env and connects as its own principal, and
+// the cluster is the files' KAFKA_BROKERS unless KAFKA_BROKERS is set.
+//
 // Its children never outlive it: each gets SIGTERM when devstack dies, even
 // by SIGKILL, so no orphan keeps holding the ports.
 //
@@ -37,6 +42,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -98,6 +104,13 @@ func run(log *slog.Logger) error {
 	// KAFKA_BROKERS names a cluster to use (make kafka, or any other);
 	// without it the stack runs its own dev broker.
 	brokers := os.Getenv("KAFKA_BROKERS")
+	kafkaEnv, err := kafkaEnvOf(os.Getenv("KAFKA_ENV_DIR"), "order", "customer", "projector")
+	if err != nil {
+		return err
+	}
+	if brokers == "" && kafkaEnv != nil {
+		brokers = envValue(kafkaEnv["order"], "KAFKA_BROKERS")
+	}
 	var broker *service
 	if brokers == "" {
 		brokers = "127.0.0.1:" + strconv.Itoa(*kafkaPort)
@@ -153,7 +166,7 @@ func run(log *slog.Logger) error {
 				path: filepath.Join(*bin, k.name), restart: *restart,
 				// Static members of their groups: a restarted instance
 				// takes its partitions back without a rebalance.
-				env: append([]string{"CONSUMER_INSTANCE_ID=" + name}, traceEnv...),
+				env: append(append([]string{"CONSUMER_INSTANCE_ID=" + name}, traceEnv...), kafkaEnv[k.name]...),
 			}
 			if os.Getenv("OTEL_RESOURCE_ATTRIBUTES") == "" {
 				s.env = append(s.env, "OTEL_RESOURCE_ATTRIBUTES=service.instance.id="+name) // its spans tell the instances apart
@@ -209,6 +222,9 @@ func run(log *slog.Logger) error {
 		embedded = fmt.Sprintf("  (embedded, data in %s; psql '%s')", filepath.Join(*pgData, "data"), server)
 	}
 	kafka := fmt.Sprintf("%s  (KAFKA_BROKERS)", brokers)
+	if kafkaEnv != nil {
+		kafka = fmt.Sprintf("%s  (each service as its principal: %s/<service>.env)", brokers, os.Getenv("KAFKA_ENV_DIR"))
+	}
 	if broker != nil {
 		broker.args = []string{"-port", strconv.Itoa(*kafkaPort), "-data", *data}
 		if err := broker.start(); err != nil {
@@ -259,6 +275,37 @@ const (
 	jaegerOTLP  = "127.0.0.1:4318"
 	jaegerQuery = "http://127.0.0.1:16686"
 )
+
+// kafkaEnvOf reads <dir>/<service>.env for each service: KEY=VALUE lines,
+// of which the KAFKA_* ones are kept. Nil when dir is "".
+func kafkaEnvOf(dir string, services ...string) (map[string][]string, error) {
+	if dir == "" {
+		return nil, nil
+	}
+	out := map[string][]string{}
+	for _, svc := range services {
+		b, err := os.ReadFile(filepath.Join(dir, svc+".env"))
+		if err != nil {
+			return nil, fmt.Errorf("KAFKA_ENV_DIR: %w", err)
+		}
+		for line := range strings.Lines(string(b)) {
+			if line = strings.TrimSpace(line); strings.HasPrefix(line, "KAFKA_") && strings.Contains(line, "=") {
+				out[svc] = append(out[svc], line)
+			}
+		}
+	}
+	return out, nil
+}
+
+// envValue is the value of key in KEY=VALUE lines, "" if absent.
+func envValue(env []string, key string) string {
+	for _, kv := range env {
+		if k, v, _ := strings.Cut(kv, "="); k == key {
+			return v
+		}
+	}
+	return ""
+}
 
 // otelEndpoint is where the environment says traces go, if it does.
 func otelEndpoint() string {

@@ -175,3 +175,25 @@ func produce(t *testing.T, brokers []string, cfg kafkaconn.Config) error {
 	defer cancel()
 	return cl.ProduceSync(ctx, &kgo.Record{Topic: "t", Value: []byte("x")}).FirstErr()
 }
+
+func TestEnvFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "order.env")
+	body := "# make kafka-certs\nKAFKA_BROKERS=127.0.0.1:9192\n\nKAFKA_SASL_MECHANISM=SCRAM-SHA-512\nKAFKA_USERNAME=order\nKAFKA_PASSWORD=a=b c\n"
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	getenv, err := kafkaconn.EnvFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := kafkaconn.Load(getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (kafkaconn.Config{Mechanism: kafkaconn.ScramSHA512, Username: "order", Password: "a=b c"}); c != want || getenv("KAFKA_BROKERS") != "127.0.0.1:9192" {
+		t.Fatalf("got %+v and brokers %q", c, getenv("KAFKA_BROKERS"))
+	}
+	if _, err := kafkaconn.EnvFile(filepath.Join(t.TempDir(), "missing.env")); err == nil {
+		t.Fatal("a missing file: no error")
+	}
+}
