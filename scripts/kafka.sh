@@ -211,23 +211,22 @@ stop_pids() {
 	done
 }
 
+# A node's server.properties. The secure node's holds the admin's
+# password: every one is readable by its owner only.
 write_config() {
 	local i=$1 name=${names[$1]} voters="" j
 	for j in "${!names[@]}"; do voters+="${voters:+,}$((j + 1))@127.0.0.1:${controller_ports[$j]}"; done
-	if [ -n "$secure" ]; then
-		write_secure_config "$i" "$voters"
-		return
-	fi
-	cat >"$home/config/$name.properties" <<EOF
+	(
+		umask 077
+		{
+			cat <<EOF
 # Written by scripts/kafka.sh at each start: edit the script, not this file.
 process.roles=broker,controller
 node.id=$((i + 1))
 controller.quorum.voters=$voters
-listeners=PLAINTEXT://127.0.0.1:${broker_ports[$i]},CONTROLLER://127.0.0.1:${controller_ports[$i]}
-advertised.listeners=PLAINTEXT://127.0.0.1:${broker_ports[$i]}
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
-controller.listener.names=CONTROLLER
+EOF
+			if [ -n "$secure" ]; then secure_listeners "$i"; else plain_listeners "$i"; fi
+			cat <<EOF
 log.dirs=$home/data/$name
 auto.create.topics.enable=false
 num.partitions=12
@@ -239,23 +238,29 @@ share.coordinator.state.topic.replication.factor=$replication
 share.coordinator.state.topic.min.isr=$min_isr
 group.initial.rebalance.delay.ms=0
 EOF
+		} >"$home/config/$name.properties"
+	)
 }
 
-# The secure node's configuration. It holds the admin's password: only its
-# owner may read it.
-write_secure_config() {
-	local i=$1 voters=$2 name=${names[$1]} pw plain
+plain_listeners() {
+	cat <<EOF
+listeners=PLAINTEXT://127.0.0.1:${broker_ports[$1]},CONTROLLER://127.0.0.1:${controller_ports[$1]}
+advertised.listeners=PLAINTEXT://127.0.0.1:${broker_ports[$1]}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+EOF
+}
+
+# SASL_SSL on both listeners; PLAIN (the admin) between broker and
+# controller; SCRAM and PLAIN for clients; nothing without an ACL.
+secure_listeners() {
+	local pw plain
 	pw=$(cat "$secure_dir/admin.password")
 	plain="org.apache.kafka.common.security.plain.PlainLoginModule required username=\"admin\" password=\"$pw\" user_admin=\"$pw\";"
-	(
-		umask 077
-		cat >"$home/config/$name.properties" <<EOF
-# Written by scripts/kafka.sh at each start: edit the script, not this file.
-process.roles=broker,controller
-node.id=$((i + 1))
-controller.quorum.voters=$voters
-listeners=SASL_SSL://127.0.0.1:${broker_ports[$i]},CONTROLLER://127.0.0.1:${controller_ports[$i]}
-advertised.listeners=SASL_SSL://127.0.0.1:${broker_ports[$i]}
+	cat <<EOF
+listeners=SASL_SSL://127.0.0.1:${broker_ports[$1]},CONTROLLER://127.0.0.1:${controller_ports[$1]}
+advertised.listeners=SASL_SSL://127.0.0.1:${broker_ports[$1]}
 listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SASL_SSL
 inter.broker.listener.name=SASL_SSL
 controller.listener.names=CONTROLLER
@@ -275,18 +280,7 @@ listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.se
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 super.users=User:admin
 allow.everyone.if.no.acl.found=false
-log.dirs=$home/data/$name
-auto.create.topics.enable=false
-num.partitions=12
-default.replication.factor=1
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
 EOF
-	)
 }
 
 write_log4j2() {

@@ -98,8 +98,8 @@ func (c Config) Validate() error {
 }
 
 // Opts are the client options that connect as c says: none for a plain
-// connection. The TLS files are read at each call, so a client made after a
-// certificate was renewed uses the new one.
+// connection. The TLS files are read at each call (the services call it
+// once, at start).
 func (c Config) Opts() ([]kgo.Opt, error) {
 	var opts []kgo.Opt
 	tc, err := c.tlsConfig()
