@@ -74,6 +74,23 @@ func TestEveryRouteNeedsATokenWhenAuthIsOn(t *testing.T) {
 	if routes < 15 {
 		t.Fatalf("checked %d routes; the services have more", routes)
 	}
+	// The saga view's live feed is served before routing (it must outlive
+	// the request deadline), so it is no route of echo's: by its path.
+	customer, err := auth.Mint(testSecret, uuid.New(), false, time.Hour, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for authz, want := range map[string]int{
+		"": http.StatusUnauthorized, "Bearer " + expired: http.StatusUnauthorized, "Bearer not.a.token": http.StatusUnauthorized,
+		"Bearer " + customer: http.StatusForbidden,
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		status, body, _ := exchange(ctx, t, &http.Client{}, http.MethodGet, s.projector.url+"/ui/events", "", "Authorization", authz)
+		cancel()
+		if status != want {
+			t.Errorf("GET /ui/events with %.20q: %d %.200s; want %d", authz, status, body, want)
+		}
+	}
 	if n := count(t, s.orderPool, "events") + count(t, s.customerPool, "events"); n != 0 {
 		t.Fatalf("%d events written by refused requests", n)
 	}

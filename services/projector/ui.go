@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/labstack/echo/v4"
 
+	"github.com/eventsaga/eventsaga/internal/auth"
 	"github.com/eventsaga/eventsaga/internal/httpapi"
 	"github.com/eventsaga/eventsaga/pkg/events"
 	"github.com/eventsaga/eventsaga/pkg/events/orders"
@@ -135,10 +136,13 @@ func (u *uiServer) register(e *echo.Echo) {
 	// The live feed is served before routing, so outside the API's
 	// middleware: its deadline would end every stream after
 	// RequestTimeout, and a stream must end only when its client goes.
+	// Authentication is not the deadline: the feed is an admin's, as the
+	// rest of the view.
+	feed := auth.Require(u.s.auth, access)(u.streamFeed)
 	e.Pre(func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			if r := c.Request(); r.URL.Path == "/ui/events" && r.Method == http.MethodGet {
-				return u.streamFeed(c)
+				return feed(c)
 			}
 			return next(c)
 		}
