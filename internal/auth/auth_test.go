@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"io"
@@ -465,6 +466,88 @@ func TestRules(t *testing.T) {
 		}
 		if rec.Code == http.StatusForbidden && !strings.Contains(rec.Body.String(), "urn:eventsaga:problem:forbidden") {
 			t.Errorf("%s %s: a 403 without its problem: %s", tc.method, tc.path, rec.Body)
+		}
+	}
+}
+
+// Pages: a browser's cookie stands for the Authorization header on GETs
+// under the prefix only; a browser without a valid token is sent to sign
+// in, an API client gets its 401; Public routes need nothing.
+func TestPagesAndPublic(t *testing.T) {
+	v := hsVerifier(t, Config{})
+	e := httpapi.New(quiet, nil)
+	e.Use(Require(v, Rules{"GET /ui/login": Public, "POST /ui/write": AdminOnly}, Pages{Prefix: "/ui", SignIn: "/ui/login"}))
+	ok := func(c echo.Context) error { return c.NoContent(http.StatusOK) }
+	for _, r := range []string{"/ui", "/ui/orders/:id", "/ui/login", "/api", "/uix"} {
+		e.GET(r, ok)
+	}
+	e.POST("/ui/write", ok)
+	admin, err := Mint(secret, uuid.New(), true, time.Minute, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	customer, err := Mint(secret, uuid.New(), false, time.Minute, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, err := Mint(secret, uuid.New(), true, -time.Hour, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		method, path, cookie, accept string
+		want                         int
+		location                     string
+	}{
+		{http.MethodGet, "/ui", admin, "", http.StatusOK, ""},
+		{http.MethodGet, "/ui/orders/x", admin, "text/html", http.StatusOK, ""},
+		{http.MethodGet, "/ui/orders/x", customer, "", http.StatusForbidden, ""},
+		{http.MethodGet, "/ui/orders/x", expired, "", http.StatusUnauthorized, ""},
+		{http.MethodGet, "/ui/orders/x?a=1", expired, "text/html,application/xhtml+xml", http.StatusSeeOther, "/ui/login?then=%2Fui%2Forders%2Fx%3Fa%3D1"},
+		{http.MethodGet, "/ui", "", "text/html", http.StatusSeeOther, "/ui/login?then=%2Fui"},
+		{http.MethodGet, "/ui", "", "", http.StatusUnauthorized, ""},
+		{http.MethodGet, "/ui/login", "", "text/html", http.StatusOK, ""},
+		// Not pages: the cookie counts for nothing there.
+		{http.MethodGet, "/api", admin, "text/html", http.StatusUnauthorized, ""},
+		{http.MethodGet, "/uix", admin, "", http.StatusUnauthorized, ""},
+		{http.MethodPost, "/ui/write", admin, "text/html", http.StatusUnauthorized, ""},
+	} {
+		req := httptest.NewRequest(tc.method, tc.path, nil)
+		if tc.cookie != "" {
+			req.AddCookie(&http.Cookie{Name: CookieName, Value: tc.cookie})
+		}
+		req.Header.Set("Accept", tc.accept)
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, req)
+		if rec.Code != tc.want || rec.Header().Get("Location") != tc.location {
+			t.Errorf("%s %s (cookie %t, accept %q): %d to %q, want %d to %q", tc.method, tc.path, tc.cookie != "", tc.accept,
+				rec.Code, rec.Header().Get("Location"), tc.want, tc.location)
+		}
+	}
+}
+
+// SetCookie: a cookie no script reads and no other site sends.
+func TestSetCookie(t *testing.T) {
+	e := echo.New()
+	for _, tc := range []struct {
+		token  string
+		tls    bool
+		maxAge int
+	}{{"tok", false, 0}, {"tok", true, 0}, {"", false, -1}} {
+		req := httptest.NewRequest(http.MethodPost, "/ui/login", nil)
+		if tc.tls {
+			req.TLS = &tls.ConnectionState{}
+		}
+		rec := httptest.NewRecorder()
+		SetCookie(e.NewContext(req, rec), "/ui", tc.token)
+		cks := rec.Result().Cookies()
+		if len(cks) != 1 {
+			t.Fatalf("%d cookies", len(cks))
+		}
+		ck := cks[0]
+		if ck.Name != CookieName || ck.Value != tc.token || ck.Path != "/ui" || !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode ||
+			ck.Secure != tc.tls || ck.MaxAge != tc.maxAge {
+			t.Errorf("%+v for %+v", ck, tc)
 		}
 	}
 }

@@ -36,7 +36,7 @@ const DefaultStuckAfter = 10 * time.Second
 
 func (s *Service) routes() *echo.Echo {
 	e := httpapi.New(s.log, s.cfg.TracerProvider)
-	e.Use(auth.Require(s.auth, access), auth.Limit(s.cfg.Auth.Limits))
+	e.Use(auth.Require(s.auth, access, uiPages), auth.Limit(s.cfg.Auth.Limits))
 	e.GET("/orders/:id", s.getOrder)
 	e.GET("/orders", s.listOrders)
 	e.GET("/customers/:id", s.getCustomer)
@@ -49,13 +49,17 @@ func (s *Service) routes() *echo.Echo {
 
 // access is who may call each route (package auth): a customer reads its
 // own orders and record; the operators' views (stuck sagas, status, the
-// saga view under /ui, which has no entry here) are admins'.
+// saga view's pages under /ui, which have no entry here) are admins'; the
+// view's sign-in page and its static files, anyone's.
 var access = auth.Rules{
-	"GET /orders/:id":    auth.OwnerOrAdmin,
-	"GET /orders":        auth.AnyCaller, // a customer's own only (listOrders)
-	"GET /customers/:id": auth.OwnerOrAdmin,
-	"GET /sagas/stuck":   auth.AdminOnly,
-	"GET /status":        auth.AdminOnly,
+	"GET /orders/:id":      auth.OwnerOrAdmin,
+	"GET /orders":          auth.AnyCaller, // a customer's own only (listOrders)
+	"GET /customers/:id":   auth.OwnerOrAdmin,
+	"GET /sagas/stuck":     auth.AdminOnly,
+	"GET /status":          auth.AdminOnly,
+	"GET /ui/login":        auth.Public,
+	"POST /ui/login":       auth.Public,
+	"GET /ui/static/:name": auth.Public,
 }
 
 // Handler is the API, for tests that serve it themselves.

@@ -85,7 +85,7 @@ func mustLoadUI() *uiAssets {
 		"lower":  strings.ToLower,
 	}
 	base := template.Must(template.New("").Funcs(funcs).ParseFS(uiFiles, "ui/templates/layout.html", "ui/templates/parts.html"))
-	for _, page := range []string{"sagas.html", "order.html", "customer.html", "notfound.html", "error.html"} {
+	for _, page := range []string{"sagas.html", "order.html", "customer.html", "notfound.html", "error.html", "login.html"} {
 		a.pages[page] = template.Must(template.Must(base.Clone()).ParseFS(uiFiles, "ui/templates/"+page))
 	}
 	return a
@@ -138,7 +138,7 @@ func (u *uiServer) register(e *echo.Echo) {
 	// RequestTimeout, and a stream must end only when its client goes.
 	// Authentication is not the deadline: the feed is an admin's, as the
 	// rest of the view.
-	feed := auth.Require(u.s.auth, access)(u.streamFeed)
+	feed := auth.Require(u.s.auth, access, uiPages)(u.streamFeed)
 	e.Pre(func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			if r := c.Request(); r.URL.Path == "/ui/events" && r.Method == http.MethodGet {
@@ -152,9 +152,55 @@ func (u *uiServer) register(e *echo.Echo) {
 	e.GET("/ui/orders/:id", u.order)
 	e.GET("/ui/customers/:id", u.customer)
 	e.GET("/ui/static/:name", u.staticFile)
+	e.GET("/ui/login", u.signInPage)
+	e.POST("/ui/login", u.signIn)
 	e.GET("/ui/*", func(c echo.Context) error {
 		return u.notFound(c, "There is no such page in the saga view.", "")
 	})
+}
+
+// uiPages: with authentication on, a browser signs in at /ui/login with an
+// admin's token, which it then sends as a cookie to the view's pages (GET
+// only); see auth.Pages.
+var uiPages = auth.Pages{Prefix: "/ui", SignIn: "/ui/login"}
+
+type signInPage struct{ Then, Error string }
+
+// signInPage asks for a token; then is where to go once signed in.
+func (u *uiServer) signInPage(c echo.Context) error {
+	if u.s.auth == nil {
+		return c.Redirect(http.StatusSeeOther, "/ui") // nothing to sign in to
+	}
+	return u.page(c, http.StatusOK, "login.html", signInPage{Then: pageAfterSignIn(c.QueryParam("then"))})
+}
+
+// signIn checks the token as an admin's and keeps it in the browser's
+// cookie for the view; a token that is not one is shown the form again,
+// with why.
+func (u *uiServer) signIn(c echo.Context) error {
+	if u.s.auth == nil {
+		return c.Redirect(http.StatusSeeOther, "/ui")
+	}
+	token, then := strings.TrimSpace(c.FormValue("token")), pageAfterSignIn(c.FormValue("then"))
+	who, err := u.s.auth.Verify(c.Request().Context(), "Bearer "+token)
+	switch {
+	case err != nil:
+		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="eventsaga", error="invalid_token"`)
+		return u.page(c, http.StatusUnauthorized, "login.html", signInPage{Then: then, Error: "Not a valid token: " + err.Error()})
+	case !who.Admin:
+		return u.page(c, http.StatusForbidden, "login.html", signInPage{Then: then, Error: "This token is a customer's; the saga view is for admins."})
+	}
+	auth.SetCookie(c, uiPages.Prefix, token)
+	return c.Redirect(http.StatusSeeOther, then)
+}
+
+// pageAfterSignIn is then if it is a page of the view, else the view's
+// first page: a sign-in link never sends anyone elsewhere.
+func pageAfterSignIn(then string) string {
+	if (then == "/ui" || strings.HasPrefix(then, "/ui/")) && !strings.HasPrefix(then, "/ui/login") && !strings.ContainsAny(then, "\\\r\n") {
+		return then
+	}
+	return "/ui"
 }
 
 // page renders a whole page.
