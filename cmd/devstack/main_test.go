@@ -82,7 +82,7 @@ func TestChildrenDoNotOutliveDevstack(t *testing.T) {
 	for _, port := range []int{httpPort, httpPort + 1, httpPort + 2, kafkaPort} {
 		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
 			c.Close()
-			t.Errorf("port %d still answers after devstack died", port)
+			t.Errorf("port %d still answers after devstack died: %s", port, listener(port))
 		}
 	}
 }
@@ -111,6 +111,36 @@ func freePorts(t *testing.T, n int) int {
 	}
 	t.Fatalf("no %d consecutive free ports", n)
 	return 0
+}
+
+// listener names the process listening on 127.0.0.1:port, from /proc, so
+// that a failure says whose the port is.
+func listener(port int) string {
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return err.Error()
+	}
+	inode := ""
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		// local address (hex ip:port), state 0A = LISTEN, inode.
+		if len(f) > 9 && strings.HasSuffix(f[1], fmt.Sprintf(":%04X", port)) && f[3] == "0A" {
+			inode = f[9]
+		}
+	}
+	if inode == "" {
+		return "no listener in /proc/net/tcp"
+	}
+	dirs, _ := filepath.Glob("/proc/[0-9]*/fd/*")
+	for _, fd := range dirs {
+		if target, err := os.Readlink(fd); err == nil && target == "socket:["+inode+"]" {
+			pid := strings.Split(fd, "/")[2]
+			comm, _ := os.ReadFile("/proc/" + pid + "/comm")
+			cmdline, _ := os.ReadFile("/proc/" + pid + "/cmdline")
+			return fmt.Sprintf("pid %s (%s): %s", pid, strings.TrimSpace(string(comm)), strings.ReplaceAll(string(cmdline), "\x00", " "))
+		}
+	}
+	return "socket inode " + inode + ", no process found"
 }
 
 func withoutKafka(env []string) []string {
