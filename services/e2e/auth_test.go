@@ -107,7 +107,14 @@ func TestEveryRouteNeedsATokenWhenAuthIsOn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bearer := "Bearer " + admin
+	approvedAs(t, s, "Bearer "+admin)
+}
+
+// approvedAs registers a customer and places an order for it with bearer
+// (an admin's), and returns the order once the projector shows it
+// approved: the saga, through all three services, with auth on.
+func approvedAs(t *testing.T, s *system, bearer string) uuid.UUID {
+	t.Helper()
 	var reg struct {
 		CustomerID uuid.UUID `json:"customer_id"`
 	}
@@ -120,6 +127,7 @@ func TestEveryRouteNeedsATokenWhenAuthIsOn(t *testing.T) {
 	if view.Status != "APPROVED" {
 		t.Fatalf("the order through the projector: %+v", view)
 	}
+	return placed.OrderID
 }
 
 // rawSend is send without the contract's validation: it also reaches the
@@ -336,16 +344,7 @@ func TestSagaViewSignIn(t *testing.T) {
 		t.Errorf("then=//evil.example/ui: to %q", resp.Header.Get("Location"))
 	}
 
-	bearer := "Bearer " + admin
-	var reg struct {
-		CustomerID uuid.UUID `json:"customer_id"`
-	}
-	mustCall(t, http.StatusCreated, &reg, http.MethodPost, s.customer.url+"/customers", `{"name": "Ada", "credit_limit": "100.00"}`, "Authorization", bearer)
-	var placed orderView
-	mustCall(t, http.StatusCreated, &placed, http.MethodPost, s.order.url+"/orders",
-		`{"customer_id": "`+reg.CustomerID.String()+`", "items": [{"product_id": "apple", "quantity": 1, "unit_price": "10.00"}]}`, "Authorization", bearer)
-	o := placed.OrderID
-	mustCall(t, http.StatusOK, nil, http.MethodGet, s.projector.url+"/orders/"+o.String()+"?min_version=2", "", "Authorization", bearer)
+	o := approvedAs(t, s, "Bearer "+admin)
 	resp, _ := do(http.MethodPost, "/ui/login", url.Values{"token": {admin}, "then": {"/ui/orders/" + o.String()}}.Encode(), nil)
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/ui/orders/"+o.String() || len(resp.Cookies()) != 1 {
 		t.Fatalf("sign in as an admin: %d to %q, cookies %v", resp.StatusCode, resp.Header.Get("Location"), resp.Cookies())
