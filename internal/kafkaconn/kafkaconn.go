@@ -1,10 +1,11 @@
 // Package kafkaconn is how every Kafka client here connects to a cluster
 // that asks for more than a TCP connection: TLS (a CA to trust, optionally a
 // client certificate) and SASL (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512), read
-// from the KAFKA_* variables. The services, their relay, consumers and
-// dead-letter producers, and the tools (demo, loadgen, dlq, sagawatch, the
-// chaos check) all take their options from here, so that one setting
-// secures them all.
+// from the KAFKA_* variables. The services (their relay, consumers and
+// dead-letter producers) and the tools that users point at a cluster (demo,
+// loadgen, dlq, sagawatch) all take their options from here, so that one
+// setting secures them all. The chaos check and the benchmarks run clusters
+// of their own, in plaintext.
 //
 // Without any of the variables a client connects in plaintext without
 // authenticating, as to make run's dev broker.
