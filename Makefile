@@ -66,7 +66,7 @@ kafka-secure:
 kafka-certs:
 	scripts/kafka-certs.sh
 
-## test-kafka: the saga, outbox, projector and kcat tests on a real Kafka broker (make kafka's, started and stopped for the run; 9092 must be free)
+## test-kafka: the saga, outbox, projector and kcat tests on a real Kafka broker (make kafka's), then the ACL tests and a saga with a principal per service on make kafka-secure's; each started and stopped for its part (9092 and 9192 must be free)
 test-kafka:
 	GO='$(GO)' scripts/test-kafka.sh
 
