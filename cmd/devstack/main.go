@@ -42,13 +42,13 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/eventsaga/eventsaga/internal/kafkaconn"
 	"github.com/eventsaga/eventsaga/internal/pgdb"
 )
 
@@ -104,12 +104,12 @@ func run(log *slog.Logger) error {
 	// KAFKA_BROKERS names a cluster to use (make kafka, or any other);
 	// without it the stack runs its own dev broker.
 	brokers := os.Getenv("KAFKA_BROKERS")
-	kafkaEnv, err := kafkaEnvOf(os.Getenv("KAFKA_ENV_DIR"), "order", "customer", "projector")
+	kafkaEnv, envBrokers, err := kafkaEnvOf(os.Getenv("KAFKA_ENV_DIR"), "order", "customer", "projector")
 	if err != nil {
 		return err
 	}
-	if brokers == "" && kafkaEnv != nil {
-		brokers = envValue(kafkaEnv["order"], "KAFKA_BROKERS")
+	if brokers == "" {
+		brokers = envBrokers
 	}
 	var broker *service
 	if brokers == "" {
@@ -276,35 +276,29 @@ const (
 	jaegerQuery = "http://127.0.0.1:16686"
 )
 
-// kafkaEnvOf reads <dir>/<service>.env for each service: KEY=VALUE lines,
-// of which the KAFKA_* ones are kept. Nil when dir is "".
-func kafkaEnvOf(dir string, services ...string) (map[string][]string, error) {
+// kafkaEnvOf reads <dir>/<service>.env for each service and keeps the
+// client settings of kafkaconn.Vars; it also returns the first file's
+// KAFKA_BROKERS. Nil and "" when dir is "".
+func kafkaEnvOf(dir string, services ...string) (map[string][]string, string, error) {
 	if dir == "" {
-		return nil, nil
+		return nil, "", nil
 	}
-	out := map[string][]string{}
+	out, brokers := map[string][]string{}, ""
 	for _, svc := range services {
-		b, err := os.ReadFile(filepath.Join(dir, svc+".env"))
+		getenv, err := kafkaconn.EnvFile(filepath.Join(dir, svc+".env"))
 		if err != nil {
-			return nil, fmt.Errorf("KAFKA_ENV_DIR: %w", err)
+			return nil, "", fmt.Errorf("KAFKA_ENV_DIR: %w", err)
 		}
-		for line := range strings.Lines(string(b)) {
-			if line = strings.TrimSpace(line); strings.HasPrefix(line, "KAFKA_") && strings.Contains(line, "=") {
-				out[svc] = append(out[svc], line)
+		for _, k := range kafkaconn.Vars {
+			if v := getenv(k); v != "" {
+				out[svc] = append(out[svc], k+"="+v)
 			}
 		}
-	}
-	return out, nil
-}
-
-// envValue is the value of key in KEY=VALUE lines, "" if absent.
-func envValue(env []string, key string) string {
-	for _, kv := range env {
-		if k, v, _ := strings.Cut(kv, "="); k == key {
-			return v
+		if brokers == "" {
+			brokers = getenv("KAFKA_BROKERS")
 		}
 	}
-	return ""
+	return out, brokers, nil
 }
 
 // otelEndpoint is where the environment says traces go, if it does.

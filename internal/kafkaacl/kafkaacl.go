@@ -9,7 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -107,7 +108,7 @@ func Apply(ctx context.Context, admin *kgo.Client, n Names, passwords map[string
 		// 4096 iterations: kafka-configs' default, and the only count
 		// kfake's SCRAM exchange announces (it ignores the stored one).
 		var upserts []kadm.UpsertSCRAM
-		for _, user := range sortedKeys(passwords) {
+		for _, user := range slices.Sorted(maps.Keys(passwords)) {
 			upserts = append(upserts, kadm.UpsertSCRAM{User: user, Mechanism: kadm.ScramSha512, Iterations: 4096, Password: passwords[user]})
 		}
 		res, err := adm.AlterUserSCRAMs(ctx, nil, upserts)
@@ -189,13 +190,4 @@ func (g Grant) String() string {
 		name += "*"
 	}
 	return fmt.Sprintf("User:%s %s %s %s", g.User, strings.Join(o, ","), strings.ToLower(g.Resource.String()), name)
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -34,6 +34,10 @@ const (
 	ScramSHA512 = "SCRAM-SHA-512"
 )
 
+// Vars are a client's settings: KAFKA_BROKERS and the variables Load reads.
+var Vars = []string{"KAFKA_BROKERS", "KAFKA_TLS", "KAFKA_TLS_CA", "KAFKA_TLS_CERT", "KAFKA_TLS_KEY",
+	"KAFKA_SASL_MECHANISM", "KAFKA_USERNAME", "KAFKA_PASSWORD"}
+
 // Config is a client's security settings.
 type Config struct {
 	// Mechanism is the SASL mechanism (KAFKA_SASL_MECHANISM); empty, no
