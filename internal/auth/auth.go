@@ -100,6 +100,9 @@ func (c Config) Validate() error {
 // Enabled reports whether tokens are required.
 func (c Config) Enabled() bool { return c.JWKSURL != "" || c.HS256Secret != "" }
 
+// String keeps the secret out of a %v.
+func (c Config) String() string { return c.LogValue().String() }
+
 // LogValue says how callers are authenticated and limited, without the
 // secret.
 func (c Config) LogValue() slog.Value {

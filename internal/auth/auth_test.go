@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -201,6 +202,11 @@ func TestConfig(t *testing.T) {
 	slog.New(slog.NewTextHandler(&b, nil)).Info("x", "auth", Config{HS256Secret: secret})
 	if strings.Contains(b.String(), secret) {
 		t.Errorf("the secret is logged: %s", b.String())
+	}
+	for _, s := range []string{fmt.Sprint(Config{HS256Secret: secret}), fmt.Sprintf("%+v", Config{HS256Secret: secret})} {
+		if strings.Contains(s, secret) {
+			t.Errorf("the secret is printed: %s", s)
+		}
 	}
 }
 

@@ -198,6 +198,9 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// String keeps the passwords and secrets out of a %v.
+func (c Config) String() string { return c.LogValue().String() }
+
 // LogValue logs the configuration with the database password masked.
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(

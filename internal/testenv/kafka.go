@@ -165,11 +165,13 @@ func (h *testHandler) Enabled(_ context.Context, l slog.Level) bool {
 func (h *testHandler) Handle(_ context.Context, r slog.Record) error {
 	var b strings.Builder
 	b.WriteString(r.Level.String() + " " + r.Message)
+	// Values are resolved, as every slog handler must: a LogValuer (a
+	// service's configuration) logs what it chose to, never its secrets.
 	for _, a := range h.attrs {
-		b.WriteString(" " + a.String())
+		b.WriteString(" " + resolved(a).String())
 	}
 	r.Attrs(func(a slog.Attr) bool {
-		b.WriteString(" " + h.group + a.String())
+		b.WriteString(" " + h.group + resolved(a).String())
 		return true
 	})
 	h.mu.Lock()
@@ -178,6 +180,11 @@ func (h *testHandler) Handle(_ context.Context, r slog.Record) error {
 		h.t.Log(b.String())
 	}
 	return nil
+}
+
+func resolved(a slog.Attr) slog.Attr {
+	a.Value = a.Value.Resolve()
+	return a
 }
 
 func (h *testHandler) WithAttrs(as []slog.Attr) slog.Handler {
