@@ -15,6 +15,7 @@ import (
 
 	"github.com/eventsaga/eventsaga/internal/auth"
 	"github.com/eventsaga/eventsaga/internal/httpapi"
+	"github.com/eventsaga/eventsaga/internal/testenv"
 )
 
 const testSecret = "e2e-secret-0123456789abcdef0123456789"
@@ -122,12 +123,24 @@ func approvedAs(t *testing.T, s *system, bearer string) uuid.UUID {
 	var placed orderView
 	mustCall(t, http.StatusCreated, &placed, http.MethodPost, s.order.url+"/orders",
 		`{"customer_id": "`+reg.CustomerID.String()+`", "items": [{"product_id": "apple", "quantity": 3, "unit_price": "10.00"}]}`, "Authorization", bearer)
-	var view orderView
-	mustCall(t, http.StatusOK, &view, http.MethodGet, s.projector.url+"/orders/"+placed.OrderID.String()+"?min_version=2", "", "Authorization", bearer)
-	if view.Status != "APPROVED" {
+	if view := awaitDecided(t, s, placed.OrderID, bearer); view.Status != "APPROVED" {
 		t.Fatalf("the order through the projector: %+v", view)
 	}
 	return placed.OrderID
+}
+
+// awaitDecided waits up to 20 s for the projector to show order o decided
+// (version 2), asking as bearer. The first saga after the services start
+// waits for their consumer groups to form: on a real broker under load
+// that can take longer than one read-your-writes wait (3 s).
+func awaitDecided(t *testing.T, s *system, o uuid.UUID, bearer string) orderView {
+	t.Helper()
+	var v orderView
+	testenv.WaitFor(t, 20*time.Second, "order "+o.String()+" decided in the read model", func() bool {
+		status, body, _ := rawSend(t, http.MethodGet, s.projector.url+"/orders/"+o.String(), "", "Authorization", bearer)
+		return status == http.StatusOK && json.Unmarshal(body, &v) == nil && v.Version >= 2
+	})
+	return v
 }
 
 // rawSend is send without the contract's validation: it also reaches the
@@ -169,8 +182,8 @@ func TestWhoMayDoWhat(t *testing.T) {
 		return o.OrderID
 	}
 	oa, ob := place(asA, a), place(asB, b)
-	mustCall(t, http.StatusOK, nil, http.MethodGet, s.projector.url+"/orders/"+oa.String()+"?min_version=2", "", "Authorization", admin)
-	mustCall(t, http.StatusOK, nil, http.MethodGet, s.projector.url+"/orders/"+ob.String()+"?min_version=2", "", "Authorization", admin)
+	awaitDecided(t, s, oa, admin)
+	awaitDecided(t, s, ob, admin)
 
 	// Each row: a request on A's resources (or the back office's), and
 	// what an admin, A and B get.
